@@ -1,0 +1,44 @@
+"""The foundation's contracts: importable packages and exactly pinned dependencies."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9_.\[\]-]+)==(?P<version>[0-9][^ ;]*)$")
+
+
+def _requirements(filename):
+    lines = (ROOT / filename).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_every_requirement_is_pinned_exactly():
+    for filename in ("requirements.txt", "requirements-dev.txt"):
+        for line in _requirements(filename):
+            assert PIN.match(line), f"{filename}: {line!r} is not pinned with =="
+
+
+def test_core_versions_and_excluded_packages():
+    pins = {PIN.match(l)["name"].lower(): PIN.match(l)["version"] for l in _requirements("requirements.txt")}
+    assert pins["tensorflow"].startswith("2.21.")
+    assert pins["keras"].startswith("3.15.")
+    assert pins["tensorflow-serving-api"].startswith("2.21.")
+    for excluded in ("tensorflow-addons", "keras-cv"):
+        assert excluded not in pins
+
+
+def test_installed_versions_match_the_pins():
+    from importlib import metadata
+
+    for line in _requirements("requirements.txt"):
+        match = PIN.match(line)
+        assert metadata.version(match["name"]) == match["version"], line
+
+
+def test_packages_import():
+    import keras_emlnet
+    import serving
+    import train
+
+    assert keras_emlnet.__version__
+    assert train.__name__ == "train" and serving.__name__ == "serving"
