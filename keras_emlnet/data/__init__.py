@@ -1,0 +1,30 @@
+"""Datasets (SALICON, MIT1003, CAT2000), their geometry and the tf.data pipeline.
+
+Names are imported lazily: `import keras_emlnet.data.geometry` (used by
+serving code) must not pull in TensorFlow.
+"""
+
+import importlib
+
+# public name -> module (relative to this package) that defines it
+_LAZY = {
+    "Geometry": "geometry",
+    "make_geometry": "geometry",
+    "build_dataset": "pipeline",
+    "iter_eval_samples": "pipeline",
+    "EvalSample": "pipeline",
+    "BadDataReport": "records",
+    "BadSampleError": "records",
+    "generate_dataset": "generate",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'keras_emlnet.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
