@@ -2,7 +2,8 @@
 
 `tiny_encoder` goes through `build_encoder` exactly like the real backbones:
 preprocessing, prefixed backbone layers, tap markers, head. Its backbone is
-three seeded convolutions with taps at strides 2, 4 and 8.
+three seeded convolutions with taps at strides 2, 4 and 8. `tiny_emlnet`
+joins two of them through the real extractor and decoder.
 """
 
 import functools
@@ -55,3 +56,25 @@ def tiny_backbone_spec(name="tiny", seed=0):
 def tiny_encoder(prefix="tiny_a", input_shape=(32, 48, 3), seed=0):
     """A real encoder (named `<prefix>_encoder`) over the tiny backbone, deterministic in `seed`."""
     return build_encoder(tiny_backbone_spec(prefix, seed), input_shape=input_shape, seed=seed)
+
+
+def tiny_emlnet(input_shape=(32, 48, 3), *, output_mode="minmax", blur_sigma=None, resize_mode="resize", seed=0):
+    """A real EMLNet over two tiny encoders (`tiny_a`, `tiny_b`), deterministic in `seed`.
+
+    Taps: s2 (8 ch), s4 (12 ch), final (16 ch) per encoder; decoder weights
+    2 * (8 + 12 + 16) + 6 = 78.
+    """
+    from keras_emlnet.emlnet import build_emlnet
+
+    encoders = [
+        tiny_encoder("tiny_a", input_shape=input_shape, seed=seed),
+        tiny_encoder("tiny_b", input_shape=input_shape, seed=seed + 1),
+    ]
+    return build_emlnet(
+        encoders,
+        resize_mode=resize_mode,
+        output_mode=output_mode,
+        blur_sigma=blur_sigma,
+        name="tiny_emlnet",
+        seed=seed,
+    )
