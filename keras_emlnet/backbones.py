@@ -107,19 +107,19 @@ def places365_weights_path():
 
 
 def _densenet161(input_shape, weights):
+    if weights not in (None, "places365"):
+        raise ValueError(f"densenet161 has no named weights {weights!r}; use 'places365' or a path")
+    path = places365_weights_path()
+    if weights == "places365" and not os.path.isfile(path):  # checked before the slow build
+        raise FileNotFoundError(
+            f"DenseNet-161 Places365 weights not found at {path}. They cannot be downloaded "
+            "automatically: get densenet161_places365.pth.tar from the CSAIL places365 "
+            "release, then run `python -m keras_emlnet.convert_places365 "
+            f"densenet161_places365.pth.tar {path}` (or pass weights=PATH to a converted file)."
+        )
     model = densenet161.build_densenet161(tuple(input_shape))
     if weights == "places365":
-        path = places365_weights_path()
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"DenseNet-161 Places365 weights not found at {path}. They cannot be downloaded "
-                "automatically: get densenet161_places365.pth.tar from the CSAIL places365 "
-                "release, then run `python -m keras_emlnet.convert_places365 "
-                f"densenet161_places365.pth.tar {path}` (or pass weights=PATH to a converted file)."
-            )
         model.load_weights(path)
-    elif weights is not None:
-        raise ValueError(f"densenet161 has no named weights {weights!r}; use 'places365' or a path")
     return model
 
 
