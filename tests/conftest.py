@@ -13,3 +13,29 @@ import pytest
 def rng():
     """A seeded NumPy generator: every random test input is reproducible."""
     return np.random.default_rng(1234)
+
+
+# --- keras_emlnet.data: tiny generated datasets (session-scoped, ~0.3 s to write) ---
+GENERATED_DATASETS = {
+    # name: (num_images, image_size): small sizes keep every data test fast
+    "salicon": (8, (48, 64)),  # 4 train, 2 val, 2 test
+    "mit1003": (10, (48, 64)),  # longest side 64, the other 26-64 px; 9 train, 1 val
+    "cat2000": (12, (36, 64)),  # 4 categories x 3 images; 8 train, 4 val
+}
+
+
+@pytest.fixture(scope="session")
+def generated_datasets(tmp_path_factory):
+    """{"salicon"|"mit1003"|"cat2000": root folder} of tiny synthetic datasets.
+
+    Written once per session by keras_emlnet.data.generate in the real on-disk
+    layouts. Read-only: copy a tree (shutil.copytree) before damaging it.
+    """
+    from keras_emlnet.data.generate import generate_dataset
+
+    base = tmp_path_factory.mktemp("generated_datasets")
+    roots = {}
+    for name, (num_images, image_size) in GENERATED_DATASETS.items():
+        roots[name] = str(base / name)
+        generate_dataset(name, roots[name], num_images, seed=0, image_size=image_size)
+    return roots
