@@ -174,7 +174,7 @@ def _write_mat(path, contents):
     import scipy.io
 
     with io_utils.atomic_path(path) as tmp:
-        scipy.io.savemat(tmp, contents)
+        scipy.io.savemat(tmp, contents, do_compression=True)  # as MATLAB's default v7
 
 
 def main(argv):
