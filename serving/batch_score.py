@@ -1,0 +1,64 @@
+"""Scores an image collection with a saved EML-NET model: one map per image at its original size.
+
+    python -m serving.batch_score --model exports/emlnet/1 --images photos/ --out maps/
+    python -m serving.batch_score --model runs/emlnet/emlnet.keras \
+        --images 'photos/**/*.jpg' --out maps/ --format both --overlays \
+        --precision bfloat16 --shard_index 0 --num_shards 4
+
+Uses every local GPU (MirroredStrategy) or the CPU. Rerun the same command to
+resume: images whose outputs all exist are skipped. Unreadable images are
+listed in batch_score_summary*.json and skipped. See serving/batch_scoring.py.
+"""
+
+from absl import app, flags, logging
+
+from keras_emlnet.predictor import PRECISIONS
+from serving.batch_scoring import FORMATS, ScoreConfig
+
+_MODEL = flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.")
+_IMAGES = flags.DEFINE_string("images", None, "Folder (searched recursively) or glob pattern.")
+_OUT = flags.DEFINE_string("out", None, "Output folder; names mirror the inputs' relative paths.")
+_FORMAT = flags.DEFINE_enum("format", "png", FORMATS, "png: 8-bit min-max; npy: float32 maps.")
+_OVERLAYS = flags.DEFINE_bool("overlays", False, "Also write <name>_overlay.jpg heatmaps.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per replica per step.", lower_bound=1)
+_PRECISION = flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).")
+_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "This machine's shard.", lower_bound=0)
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Machines sharing the collection.", lower_bound=1)
+_WRITER_THREADS = flags.DEFINE_integer("writer_threads", 4, "Output-writing threads.", lower_bound=1)
+_VERBOSE = flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.")
+
+flags.mark_flags_as_required(["model", "images", "out"])
+
+
+def main(argv):
+    del argv
+    from keras_emlnet.progress import ThroughputProgress
+    from serving.batch_scoring import score_collection, summary_path
+
+    config = ScoreConfig(
+        model=_MODEL.value,
+        images=_IMAGES.value,
+        out=_OUT.value,
+        format=_FORMAT.value,
+        overlays=_OVERLAYS.value,
+        batch_size=_BATCH_SIZE.value,
+        precision=_PRECISION.value,
+        shard_index=_SHARD_INDEX.value,
+        num_shards=_NUM_SHARDS.value,
+        writer_threads=_WRITER_THREADS.value,
+    )
+    def make_progress(total):
+        logging.info("shard %d of %d: %d images to score", config.shard_index,
+                     config.num_shards, total)
+        return ThroughputProgress(total, unit="image", verbose=_VERBOSE.value).add
+
+    summary = score_collection(config, make_progress=make_progress, logger=logging.warning)
+    logging.info(
+        "scored %d, already done %d, failed %d (%.1f images/s); summary: %s",
+        summary["scored"], summary["already_done"], len(summary["failed"]),
+        summary["images_per_s"], summary_path(config.out, config.shard_index, config.num_shards),
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
