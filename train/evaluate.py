@@ -1,0 +1,118 @@
+"""Evaluates a saliency model on a benchmark split: nine metrics, baselines, tables.
+
+    python -m train.evaluate --model runs/emlnet/emlnet.keras --data_dir data/salicon \
+        --dataset salicon --split val
+    python -m train.evaluate --model exports/emlnet/1 --data_dir data/CAT2000 \
+        --dataset cat2000 --split val --baseline_maps published/SAM-ResNet --out eval/cat2000
+
+Prints the table (columns in the MIT benchmark's order, as the EML-NET paper's
+tables) with a center-bias row and, with --baseline_maps, a row for another
+model's maps; writes results.md, results.csv, results.json (with per-image
+scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<split>).
+CAT2000 is also reported per category. See keras_emlnet/evaluation.py.
+"""
+
+import dataclasses
+import os
+
+import tensorflow as tf
+from absl import app, flags, logging
+
+from keras_emlnet.baselines import DEFAULT_CENTER_BIAS_SIGMA
+from keras_emlnet.evaluation import SHUFFLED_OTHER_IMAGES
+from keras_emlnet.predictor import PRECISIONS
+
+_MODEL = flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root folder.")
+_DATASET = flags.DEFINE_enum("dataset", None, ["salicon", "mit1003", "cat2000"], "Dataset in --data_dir.")
+_SPLIT = flags.DEFINE_string("split", "val", "Split with ground truth: val, train (all: MIT1003, CAT2000).")
+_OUT = flags.DEFINE_string("out", None, "Output folder (default: <model folder>/eval_<dataset>_<split>).")
+_MODEL_NAME = flags.DEFINE_string("model_name", None, "Row label of the model (default: from --model).")
+_BASELINE_MAPS = flags.DEFINE_string("baseline_maps", None, "Folder of another model's maps, by image name.")
+_BASELINE_NAME = flags.DEFINE_string("baseline_name", None, "Row label of --baseline_maps (default: folder name).")
+_CENTER_SIGMA = flags.DEFINE_float("center_bias_sigma", DEFAULT_CENTER_BIAS_SIGMA,
+                                   "Center-bias Gaussian sigma, fraction of image height/width.")
+_OTHERS = flags.DEFINE_integer("shuffled_others", SHUFFLED_OTHER_IMAGES,
+                               "Other images whose fixations make sAUC's other map.", lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Seeds sAUC's other images and the metrics' sampling.")
+_LIMIT = flags.DEFINE_integer("limit", None, "Evaluate only the first N images.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per model call.", lower_bound=1)
+_PRECISION = flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).")
+_SKIP_BAD = flags.DEFINE_bool("skip_bad", False, "Report and skip bad samples instead of stopping.")
+_PROGRESS = flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.")
+
+flags.mark_flags_as_required(["model", "data_dir", "dataset"])
+
+
+def default_model_name(model_path):
+    """The model's row label: emlnet for runs/emlnet/emlnet.keras, emlnet/1 for exports/emlnet/1."""
+    path = os.path.normpath(model_path)
+    if path.endswith(".keras"):
+        return os.path.splitext(os.path.basename(path))[0]
+    return "/".join(path.split(os.sep)[-2:])
+
+
+def default_out_dir(model_path, dataset, split):
+    """<folder holding the model>/eval_<dataset>_<split>."""
+    path = os.path.normpath(model_path)
+    folder = os.path.dirname(path) if path.endswith(".keras") else path
+    return os.path.join(folder or ".", f"eval_{dataset}_{split}")
+
+
+def main(argv):
+    del argv
+    from keras_emlnet import evaluation_tables
+    from keras_emlnet.evaluation import EvalConfig, evaluate
+    from keras_emlnet.predictor import load_predictor
+    from keras_emlnet.progress import ThroughputProgress
+
+    config = EvalConfig(
+        dataset=_DATASET.value,
+        data_dir=_DATA_DIR.value,
+        split=_SPLIT.value,
+        model_name=_MODEL_NAME.value or default_model_name(_MODEL.value),
+        baseline_maps=_BASELINE_MAPS.value,
+        baseline_name=_BASELINE_NAME.value,
+        center_bias_sigma=_CENTER_SIGMA.value,
+        shuffled_others=_OTHERS.value,
+        seed=_SEED.value,
+        limit=_LIMIT.value,
+        batch_size=_BATCH_SIZE.value,
+        skip_bad=_SKIP_BAD.value,
+    )
+    out = _OUT.value or default_out_dir(_MODEL.value, config.dataset, config.split)
+    predictor = load_predictor(_MODEL.value, precision=_PRECISION.value)
+    logging.info("evaluating %s (%s, %s output) on %s/%s", predictor.source, predictor.kind,
+                 predictor.output_mode, config.dataset, config.split)
+    results = evaluate(
+        predictor, config,
+        make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=_PROGRESS.value).add,
+    )
+    for path, problem in sorted(results.skipped.items()):
+        logging.warning("skipped bad sample %s: %s", path, problem)
+    run_config = {
+        **dataclasses.asdict(config),
+        **predictor.config(),
+        "out": out,
+        "rows": results.rows,
+        "tensorflow": tf.__version__,
+    }
+    info = {
+        "dataset": config.dataset,
+        "split": config.split,
+        "images": results.summary[0]["images"],
+        "skipped": results.skipped,
+    }
+    paths = evaluation_tables.write_results(
+        out, results.summary, per_category=results.per_category, per_image=results.per_image,
+        info=info, config=run_config,
+    )
+    print()
+    print(evaluation_tables.format_text(results.summary))
+    if results.per_category:
+        print(evaluation_tables.format_text(results.per_category, group_label="category"))
+    logging.info("wrote %s", ", ".join(sorted(paths.values())))
+
+
+if __name__ == "__main__":
+    app.run(main)
