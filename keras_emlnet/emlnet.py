@@ -157,7 +157,8 @@ class EMLNet(keras.Model):
         return cls(**config)
 
 
-def build_emlnet(encoders, *, resize_mode="resize", output_mode="minmax", blur_sigma=None, name="emlnet", seed=0):
+def build_emlnet(encoders, *, resize_mode="resize", output_mode="minmax", blur_sigma=None, name="emlnet", seed=0,
+                 dtype_policy=None):
     """Builds an EMLNet over trained encoders with a freshly initialised decoder.
 
     Args:
@@ -165,11 +166,14 @@ def build_emlnet(encoders, *, resize_mode="resize", output_mode="minmax", blur_s
         resize_mode, output_mode, blur_sigma: see `EMLNet`.
         name: model name; the decoder is `<name>_decoder`.
         seed: seeds the decoder's initial weights.
+        dtype_policy: passed to `build_feature_extractor` (None: the
+            encoders' own policies; e.g. "mixed_bfloat16" for loaded float32
+            encoders in a mixed-precision run).
     """
     from keras_emlnet.decoder import build_decoder
     from keras_emlnet.extractor import build_feature_extractor, tap_shapes
 
-    extractor = build_feature_extractor(encoders, name=f"{name}_extractor")
+    extractor = build_feature_extractor(encoders, name=f"{name}_extractor", dtype_policy=dtype_policy)
     decoder = build_decoder(
         tap_shapes(extractor), extractor.input_shape[1:3], name=f"{name}_decoder", seed=seed
     )

@@ -57,7 +57,7 @@ def encoder_prefix(encoder):
     return prefixes.pop()
 
 
-def build_feature_extractor(encoders, *, name="feature_extractor"):
+def build_feature_extractor(encoders, *, name="feature_extractor", dtype_policy=None):
     """Builds one frozen functional model tapping every encoder in `encoders`.
 
     Args:
@@ -68,6 +68,13 @@ def build_feature_extractor(encoders, *, name="feature_extractor"):
             tap names would collide; rebuild one with another prefix, e.g. a
             `BackboneSpec` named `nasnet_b`).
         name: the name of the returned model.
+        dtype_policy: None to run each tap sub-graph in the encoder's own
+            layers and dtype policies (shared with the encoder); or a Keras
+            policy name (e.g. "mixed_bfloat16") to run copies of the tap
+            sub-graphs, with the same weights, in that policy. Encoders loaded
+            from `.keras` files keep the float32 policy they were saved with,
+            whatever the global policy; this is how a mixed-precision run
+            gets a mixed-precision extractor.
 
     Returns:
         A `keras.Model` taking float RGB 0-255 images (B, H, W, 3) and returning
@@ -102,6 +109,8 @@ def build_feature_extractor(encoders, *, name="feature_extractor"):
             [layer.output for layer in tap_layers.values()],
             name=f"{prefix}_features",
         )
+        if dtype_policy is not None:
+            features = _copy_with_policy(features, dtype_policy)
         features.trainable = False
         # training=False documents the intent; what actually keeps BN in
         # inference mode is trainable=False (see the module docstring).
@@ -120,6 +129,23 @@ def build_feature_extractor(encoders, *, name="feature_extractor"):
 def tap_shapes(extractor):
     """Returns {tap name: (h, w, c)} for the outputs of a feature extractor."""
     return {tap_name: tuple(tensor.shape[1:]) for tap_name, tensor in extractor.output.items()}
+
+
+def _copy_with_policy(model, policy_name):
+    """Rebuilds `model` with every float32 layer policy replaced by `policy_name`."""
+
+    def convert(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and node.get("config", {}).get("name") == "float32":
+                return {**node, "config": {**node["config"], "name": policy_name}}
+            return {key: convert(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [convert(value) for value in node]
+        return node
+
+    copy = keras.saving.deserialize_keras_object(convert(keras.saving.serialize_keras_object(model)))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _common_input_shape(encoders):

@@ -1,0 +1,163 @@
+"""Stage two of EML-NET (§3.3): train the decoder over frozen, trained encoders.
+
+The trained encoders (`.keras` files from `train.encoder`) are loaded, joined
+into the frozen feature extractor, and only the decoder's 1x1 convs are
+trained (13,543 weights for NASNet + DenseNet-161). Adding an encoder later is
+the same call with one more path: the encoders are never retrained.
+
+What is fitted is `EMLNet.training_model()`: the same extractor and decoder
+returning the raw decoder map, because the EML loss normalises by itself and
+must not see a min-max'd or blurred map. The final `emlnet.keras` is the
+EMLNet over the trained decoder with the inference post-processing
+(`output_mode`, `blur_sigma`) and the dataset's `resize_mode`; the
+checkpoints in `checkpoints/` are raw-mode EMLNets.
+`python -m train.decoder` is a thin CLI over `train_decoder`.
+"""
+
+import os
+
+import keras
+
+from keras_emlnet import data as data_lib
+from keras_emlnet import io_utils, keras_metrics, postprocess, training
+from keras_emlnet.data.pipeline import get_reader
+from keras_emlnet.emlnet import EMLNet, build_emlnet
+from keras_emlnet.losses import EMLLoss
+
+# The paper's decoder recipe: batch 32, 5 epochs, learning rate x0.1 at epoch
+# 3 (0-based: epochs 3 and 4 run at 0.1x), SGD momentum 0.9, weight decay
+# 1e-4, input 480x640. The initial rate 0.1 is the released train_decoder.py
+# default (SenJia/EML-NET-Saliency).
+DECODER_RECIPE = training.TrainConfig(
+    epochs=5, batch_size=32, learning_rate=0.1, lr_decay_epochs=(3,), input_size=(480, 640)
+)
+EMLNET_FILE = "emlnet.keras"
+EVAL_METRICS = (keras_metrics.NSS, keras_metrics.CC, keras_metrics.KLD, keras_metrics.SIM)
+
+
+def load_encoders(paths):
+    """Loads trained encoders from `.keras` files, in order.
+
+    Raises:
+        FileNotFoundError: a path that does not exist (named).
+        ValueError: a file that is not a loadable Keras model (named).
+    """
+    # Importing the encoder module registers its custom layers for loading.
+    import keras_emlnet.encoder  # noqa: F401
+
+    encoders = []
+    for path in paths:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"encoder file {path!r} does not exist")
+        try:
+            encoders.append(keras.saving.load_model(path, compile=False))
+        except Exception as error:  # Keras raises several types; name the file in one.
+            raise ValueError(f"cannot load encoder {path}: {error}") from error
+    if not encoders:
+        raise ValueError("train_decoder needs at least one encoder file, got none")
+    return encoders
+
+
+def train_decoder(encoder_paths, dataset, data_dir, config, workdir, *, output_mode=postprocess.MINMAX,
+                  blur_sigma=None, skip_bad=False, callbacks=(), verbose=0):
+    """Trains the decoder of an EMLNet over trained encoders; saves `emlnet.keras`.
+
+    Trains on the train split and validates on the val split every epoch
+    with `EMLLoss` and the NSS, CC, KLD and SIM metrics. Resumable: see
+    `training.fit` (the encoder paths are part of the recorded settings, so a
+    rerun with another set of encoders needs a new workdir).
+
+    Args:
+        encoder_paths: `.keras` files of trained encoders (same input size,
+            equal to `config.input_size`; distinct backbones).
+        dataset: "salicon", "mit1003" or "cat2000"; also sets the saved
+            model's `resize_mode` (MIT1003 pads to 4:3).
+        data_dir: the dataset's root folder.
+        config: a TrainConfig (`DECODER_RECIPE` with changes).
+        workdir: the run's folder.
+        output_mode, blur_sigma: the saved EMLNet's post-processing.
+        skip_bad: report and skip corrupt samples.
+        callbacks: extra Keras callbacks.
+        verbose: Keras `fit` verbosity.
+
+    Returns:
+        The `training.FitResult`; `final_model_path` is `<workdir>/emlnet.keras`
+        and `model` the trained (raw-mode) EMLNet.
+
+    Raises:
+        FileNotFoundError, ValueError: missing or unloadable encoder files
+            (named), encoders whose input size is not `config.input_size`,
+            bad settings, or a workdir holding a run with other settings.
+    """
+    postprocess.check_output_mode(output_mode, allow_raw=False)
+    resize_mode = get_reader(dataset).MODE
+    encoder_paths = [os.path.abspath(os.fspath(path)) for path in encoder_paths]
+    # Fail on bad files and sizes before any data is read.
+    _check_input_sizes(encoder_paths, load_encoders(encoder_paths), config.input_size)
+
+    def model_fn():
+        # Loaded inside fit's policy and strategy scopes. Under mixed
+        # precision the extractor is rebuilt in the mixed policy: it is
+        # nearly all of the compute (the decoder has ~1e4 weights).
+        policy = keras.mixed_precision.global_policy().name
+        emlnet = build_emlnet(
+            load_encoders(encoder_paths),
+            resize_mode=resize_mode,
+            seed=config.seed,
+            dtype_policy=policy if policy != "float32" else None,
+        )
+        return emlnet.training_model()
+
+    common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed, skip_bad=skip_bad)
+    train_data = data_lib.build_dataset(dataset, data_dir, "train", training=True, **common)
+    val_data = data_lib.build_dataset(dataset, data_dir, "val", training=False, **common)
+    run_settings = {
+        "stage": "decoder",
+        "encoders": encoder_paths,
+        "dataset": dataset,
+        "data_dir": os.path.abspath(data_dir),
+        "skip_bad": bool(skip_bad),
+        "resize_mode": resize_mode,
+        "output_mode": output_mode,
+        "blur_sigma": blur_sigma,
+        "loss": "EMLLoss",
+        "metrics": [metric.__name__ for metric in EVAL_METRICS],
+    }
+    result = training.fit(
+        model_fn,
+        train_data,
+        val_data,
+        config,
+        workdir,
+        loss=EMLLoss(),
+        metrics=EVAL_METRICS,
+        run_settings=run_settings,
+        final_model_name=EMLNET_FILE,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    # fit saved the raw-mode (float32) training model; replace it with the
+    # inference model over the same weights.
+    trained = keras.saving.load_model(result.final_model_path, compile=False)
+    final = EMLNet(
+        trained.extractor,
+        trained.decoder,
+        resize_mode=resize_mode,
+        output_mode=output_mode,
+        blur_sigma=blur_sigma,
+        name="emlnet",
+    )
+    with io_utils.atomic_path(result.final_model_path) as tmp:
+        final.save(tmp)
+    return result
+
+
+def _check_input_sizes(paths, encoders, input_size):
+    sizes = {path: tuple(encoder.input_shape[1:3]) for path, encoder in zip(paths, encoders)}
+    wrong = {path: size for path, size in sizes.items() if size != tuple(input_size)}
+    if wrong:
+        raise ValueError(
+            f"the encoders take {wrong} images but the decoder is trained at input_size {tuple(input_size)}; "
+            "pass --input_size equal to the encoders' (they were built for a static size)"
+        )

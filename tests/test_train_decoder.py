@@ -1,0 +1,157 @@
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_emlnet import decoder_training
+from keras_emlnet.emlnet import EMLNet, build_emlnet
+from keras_emlnet.testing import tiny_encoder
+from keras_emlnet.training import ConfigMismatchError
+
+INPUT_SIZE = (32, 48)
+SMOKE = dataclasses.replace(
+    decoder_training.DECODER_RECIPE, epochs=2, batch_size=2, lr_decay_epochs=(1,), input_size=INPUT_SIZE
+)
+
+
+@pytest.fixture(scope="module")
+def encoder_paths(tmp_path_factory):
+    """Three trained-encoder files (tiny backbones), as train.encoder leaves them."""
+    folder = tmp_path_factory.mktemp("encoders")
+    paths = []
+    for seed, prefix in enumerate(("tiny_a", "tiny_b", "tiny_c")):
+        path = str(folder / f"{prefix}.keras")
+        tiny_encoder(prefix, INPUT_SIZE + (3,), seed=seed).save(path)
+        paths.append(path)
+    return paths
+
+
+class _Interrupt(Exception):
+    """Stands in for a kill in the middle of an epoch."""
+
+
+class _InterruptAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._current_epoch == self.epoch:
+            raise _Interrupt(f"interrupted in epoch {self.epoch}")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+
+def test_trains_only_the_decoder_and_saves_the_inference_model(encoder_paths, generated_datasets, tmp_path):
+    workdir = tmp_path / "run"
+    result = decoder_training.train_decoder(
+        encoder_paths[:2], "salicon", generated_datasets["salicon"], SMOKE, workdir, output_mode="probability",
+        blur_sigma=1.5,
+    )
+    assert result.final_model_path == str(workdir / "emlnet.keras")
+    assert len(result.history["loss"]) == 2
+    model = keras.saving.load_model(result.final_model_path)
+    assert isinstance(model, EMLNet)
+    assert (model.input_size, model.resize_mode, model.output_mode, model.blur_sigma) == (
+        INPUT_SIZE, "resize", "probability", 1.5
+    )
+    # the extractor holds exactly the encoders' weights (frozen) ...
+    encoders = decoder_training.load_encoders(encoder_paths[:2])
+    for encoder in encoders:
+        prefix = encoder.name.removesuffix("_encoder")
+        features = model.extractor.get_layer(f"{prefix}_features")
+        for weight in features.weights:
+            original = encoder.get_layer(weight.path.split("/")[0]).weights
+            match = [w for w in original if w.path == weight.path]
+            np.testing.assert_array_equal(weight.numpy(), match[0].numpy(), err_msg=weight.path)
+    # ... while the decoder moved away from its seeded initialisation
+    initial = build_emlnet(encoders, seed=SMOKE.seed).decoder.get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(model.decoder.get_weights(), initial))
+    saliency = model.predict_map(np.zeros((50, 70, 3), np.uint8))
+    assert saliency.shape == (50, 70) and saliency.sum() == pytest.approx(1.0, rel=1e-5)
+
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["run"]["encoders"] == [os.path.abspath(p) for p in encoder_paths[:2]]
+    assert config["train"]["batch_size"] == 2 and config["final_model"] == "emlnet.keras"
+    assert (workdir / "logs").is_dir() and (workdir / "checkpoints" / "last.keras").is_file()
+
+
+def test_interrupted_run_resumes_from_the_last_finished_epoch(encoder_paths, generated_datasets, tmp_path):
+    workdir = tmp_path / "run"
+    args = (encoder_paths[:2], "salicon", generated_datasets["salicon"], SMOKE, workdir)
+    with pytest.raises(_Interrupt):
+        decoder_training.train_decoder(*args, callbacks=[_InterruptAtEpoch(1)])
+    assert not (workdir / "emlnet.keras").exists()
+    # the workdir belongs to this run: other settings are refused, not mixed in
+    with pytest.raises(ConfigMismatchError, match="output_mode"):
+        decoder_training.train_decoder(*args, output_mode="probability")
+    result = decoder_training.train_decoder(*args)
+    assert result.initial_epoch == 1
+    assert len(result.history["loss"]) == 1  # only epoch 2 ran again
+    assert isinstance(keras.saving.load_model(result.final_model_path), EMLNet)
+
+
+def test_mixed_precision_runs_the_extractor_in_bfloat16(encoder_paths, generated_datasets, tmp_path):
+    config = dataclasses.replace(SMOKE, epochs=1, max_steps=1, validation_steps=1, mixed_precision="bfloat16")
+    result = decoder_training.train_decoder(
+        encoder_paths[:2], "salicon", generated_datasets["salicon"], config, tmp_path / "run"
+    )
+    conv = result.model.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv1")
+    assert conv.compute_dtype == "bfloat16"
+    saved = keras.saving.load_model(result.final_model_path)
+    assert saved.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv1").compute_dtype == "float32"
+
+
+def test_bad_encoder_files_and_sizes_are_named(encoder_paths, generated_datasets, tmp_path):
+    data = generated_datasets["salicon"]
+    missing = str(tmp_path / "missing.keras")
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        decoder_training.train_decoder([encoder_paths[0], missing], "salicon", data, SMOKE, tmp_path / "a")
+    not_a_model = tmp_path / "broken.keras"
+    not_a_model.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="broken.keras"):
+        decoder_training.train_decoder([str(not_a_model)], "salicon", data, SMOKE, tmp_path / "b")
+    other_size = dataclasses.replace(SMOKE, input_size=(64, 96))
+    with pytest.raises(ValueError, match="input_size"):
+        decoder_training.train_decoder(encoder_paths[:1], "salicon", data, other_size, tmp_path / "c")
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "train.decoder", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_three_encoders_stops_and_resumes(encoder_paths, generated_datasets, tmp_path):
+    workdir = tmp_path / "emlnet"
+    common = [
+        f"--encoders={','.join(encoder_paths)}",
+        f"--data_dir={generated_datasets['salicon']}",
+        "--dataset=salicon",
+        f"--workdir={workdir}",
+        "--batch_size=2",
+        "--input_size=32x48",
+        "--output_mode=log_density",
+    ]
+    first = _cli(*common, "--epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["train"]["batch_size"] == 2 and config["train"]["lr_decay_epochs"] == [3]
+    assert config["train"]["learning_rate"] == decoder_training.DECODER_RECIPE.learning_rate
+
+    second = _cli(*common, "--epochs=2")  # the same run, extended: resumes after epoch 1
+    assert second.returncode == 0, second.stderr[-3000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["runtime"]["resumed_from_epoch"] == 1
+    model = keras.saving.load_model(workdir / "emlnet.keras")
+    assert model.output_mode == "log_density"
+    assert [name.split("_tap_")[0] for name in model.extractor.output] == ["tiny_a"] * 3 + ["tiny_b"] * 3 + [
+        "tiny_c"
+    ] * 3
+    assert model.decoder.count_params() == 3 * (8 + 12 + 16) + 9

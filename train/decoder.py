@@ -1,0 +1,61 @@
+r"""Trains the EML-NET decoder over frozen, trained encoders (paper §3.3).
+
+    python -m train.decoder \
+        --encoders runs/nasnet/encoder.keras,runs/densenet/encoder.keras \
+        --dataset salicon --data_dir DIR --workdir runs/emlnet
+
+Only the decoder is trained (batch 32, 5 epochs, learning rate x0.1 at epoch
+3). Writes config.json, backup/ and checkpoints/, TensorBoard logs/ and the
+final `emlnet.keras` in --workdir; killed and rerun with the same command, it
+continues from the last finished epoch. Adding an encoder later is the same
+command with one more path (and a new --workdir). Training flags (--epochs,
+--learning_rate, --mixed_precision, --distribution, --input_size,
+--max_steps, ...) are shared with train.encoder: see train/flags_common.py.
+"""
+
+from absl import app, flags, logging
+
+from keras_emlnet import decoder_training, postprocess
+from keras_emlnet.training_callbacks import EpochLogger
+from train import flags_common
+
+flags.DEFINE_list("encoders", None, "Comma-separated .keras files of trained encoders (from train.encoder), "
+                  "one per backbone, all trained at --input_size.")
+flags.DEFINE_enum("output_mode", postprocess.MINMAX, list(postprocess.OUTPUT_MODES),
+                  "Output mode of the saved emlnet.keras (training always uses the raw decoder map).")
+flags.DEFINE_float("blur_sigma", None, "Gaussian blur sigma of the saved model, in pixels at the model size "
+                   "(the released EML-NET code uses 5 at 480x640); unset: no blur.", lower_bound=0.0)
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        config = flags_common.train_config_from_flags(decoder_training.DECODER_RECIPE)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    logging.info("training the decoder over %s with %s", FLAGS.encoders, config)
+    try:
+        result = decoder_training.train_decoder(
+            FLAGS.encoders,
+            FLAGS.dataset,
+            FLAGS.data_dir,
+            config,
+            FLAGS.workdir,
+            output_mode=FLAGS.output_mode,
+            blur_sigma=FLAGS.blur_sigma or None,
+            skip_bad=FLAGS.skip_bad,
+            callbacks=[EpochLogger()],
+        )
+    except (ValueError, FileNotFoundError) as error:  # bad files, sizes or a mismatched workdir: named
+        raise app.UsageError(str(error)) from None
+    if result.initial_epoch:
+        logging.info("resumed from epoch %d", result.initial_epoch)
+    logging.info("wrote %s", result.final_model_path)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["encoders", "data_dir", "workdir"])
+    app.run(main)
