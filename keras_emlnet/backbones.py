@@ -22,6 +22,7 @@ import dataclasses
 import os
 from typing import Callable, Mapping, Optional
 
+import h5py
 import keras
 
 from keras_emlnet import densenet161
@@ -119,7 +120,7 @@ def _densenet161(input_shape, weights):
         )
     model = densenet161.build_densenet161(tuple(input_shape))
     if weights == "places365":
-        model.load_weights(path)
+        load_backbone_weights(model, path, "densenet161")
     return model
 
 
@@ -174,6 +175,43 @@ BACKBONES = {
         },
     ),
 }
+
+
+def load_backbone_weights(model, path, backbone_name):
+    """Loads a weights file into a bare backbone; errors name the file.
+
+    Accepts Keras 3 `.weights.h5` files and keras.applications' legacy `.h5`
+    files (which Keras matches layer by layer in order).
+
+    Raises:
+        ValueError: the file does not fit the backbone.
+    """
+    path = os.fspath(path)
+    try:
+        model.load_weights(path)
+    except Exception as error:  # Keras raises several types; name the file in one.
+        raise ValueError(f"cannot load weights file {path} into backbone {backbone_name!r}: {error}") from error
+    if path.endswith(".weights.h5"):
+        # Keras ignores extra entries in a .weights.h5 file, so a file saved from a
+        # larger model would load "successfully" into part of this one.
+        stored = _count_stored_variables(path)
+        if stored != len(model.weights):
+            raise ValueError(
+                f"weights file {path} holds {stored} variables but backbone {backbone_name!r} has "
+                f"{len(model.weights)}: it was saved from a different model"
+            )
+
+
+def _count_stored_variables(path):
+    count = 0
+
+    def visit(name, item):
+        nonlocal count
+        count += isinstance(item, h5py.Dataset) and "/vars/" in f"/{name}"
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return count
 
 
 def get_backbone(backbone):

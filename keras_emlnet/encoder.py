@@ -14,7 +14,7 @@ import os
 
 import keras
 
-from keras_emlnet.backbones import BackboneSpec, get_backbone
+from keras_emlnet.backbones import get_backbone, load_backbone_weights
 from keras_emlnet.preprocessing import BackbonePreprocessing
 from keras_emlnet.resizing import BilinearResizeLike
 from keras_emlnet.taps import tap_layer_name
@@ -97,10 +97,7 @@ def _build_backbone(spec, weights, input_shape):
             f"({sorted(spec.weight_sources)}) nor an existing file"
         )
     model = spec.constructor(input_shape, None)
-    try:
-        model.load_weights(path)
-    except Exception as error:  # Keras raises several types; name the file in one.
-        raise ValueError(f"cannot load weights file {path} into backbone {spec.name!r}: {error}") from error
+    load_backbone_weights(model, path, spec.name)
     return model
 
 
