@@ -8,10 +8,13 @@ and where its weights come from. Adding a backbone is one entry in
 
 Weights on an offline machine:
 - `nasnet` / `resnet50` with `weights="imagenet"` use Keras's own download
-  and cache: put `NASNet-large-no-top.h5` or
-  `resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5` in
-  `$KERAS_HOME/models/` (default `~/.keras/models/`) and Keras will not
-  download them; or pass the file's path as `weights=PATH`.
+  and cache (`$KERAS_HOME/models/`, default `~/.keras/models/`). Offline, copy
+  the keras-applications release files there under Keras's cache names:
+  `nasnet/NASNet-large-no-top.h5` as `nasnet_large_no_top.h5` (MD5
+  d81d89dc07e6e56530c4e77faddd61b5) and
+  `resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5` under its own
+  name (MD5 4d473c1dd8becc155b73f8504c6f6626) — Keras checks the hash and
+  re-downloads on a mismatch — or pass either file as `weights=PATH`.
 - `densenet161` with `weights="places365"` reads
   `$KERAS_HOME/models/densenet161_places365.weights.h5`, made from the
   official CSAIL checkpoint with
@@ -138,7 +141,8 @@ BACKBONES = {
         requires_static_input_shape=True,
         min_input_size=32,
         weight_sources={
-            "imagenet": "Keras cache $KERAS_HOME/models/NASNet-large-no-top.h5 (downloaded when absent)",
+            "imagenet": "Keras cache $KERAS_HOME/models/nasnet_large_no_top.h5 "
+            "(= keras-applications nasnet/NASNet-large-no-top.h5, downloaded when absent)",
         },
     ),
     "densenet161": BackboneSpec(
