@@ -109,3 +109,15 @@ def test_model_without_taps_is_rejected():
     plain = keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs), name="plain_model")
     with pytest.raises(ValueError, match="plain_model"):
         build_feature_extractor([plain])
+
+
+def test_dtype_policy_copies_the_tap_graphs_with_the_same_weights(encoders, extractor, images):
+    mixed = build_feature_extractor(encoders, dtype_policy="mixed_bfloat16")
+    conv = mixed.get_layer("tiny_a_features").get_layer("tiny_a_conv1")
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    assert encoders[0].get_layer("tiny_a_conv1").compute_dtype == "float32"  # the encoder is untouched
+    expected, actual = extractor(images, training=False), mixed(images, training=False)
+    for name in expected:
+        reference = expected[name].numpy()
+        scale = np.abs(reference).max()
+        np.testing.assert_allclose(np.asarray(actual[name], np.float32), reference, atol=0.05 * scale)
