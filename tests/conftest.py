@@ -39,3 +39,17 @@ def generated_datasets(tmp_path_factory):
         roots[name] = str(base / name)
         generate_dataset(name, roots[name], num_images, seed=0, image_size=image_size)
     return roots
+
+
+# --- serving: one exported tiny EMLNet shared by the serving tests (~10 s to export) ---
+@pytest.fixture(scope="session")
+def serving_export(tmp_path_factory):
+    """(Keras EMLNet, export_base) with version 1 of a tiny EMLNet exported by serving.export.
+
+    Read-only: copy the tree (shutil.copytree) before adding versions.
+    """
+    from tests.serving_helpers import export_tiny
+
+    base = tmp_path_factory.mktemp("serving_export") / "emlnet"
+    model, _ = export_tiny(base, 1)
+    return model, str(base)

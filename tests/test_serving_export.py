@@ -148,16 +148,27 @@ def test_parity_check_catches_a_mismatch(cli_export, monkeypatch):
 
 
 def test_failed_check_publishes_nothing(cli_export, tmp_path, monkeypatch):
+    import tensorflow as tf
+
     from serving import export_checks
     from serving.export import ExportConfig, export_saliency_model
+
+    written = []
+
+    def fake_save(module, directory, signatures):  # the real save is tested above; skip its cost
+        written.append(directory)
+        with open(os.path.join(directory, "saved_model.pb"), "wb") as f:
+            f.write(b"partial")
 
     def failing_check(*args, **kwargs):
         raise export_checks.ExportParityError("injected mismatch")
 
+    monkeypatch.setattr(tf.saved_model, "save", fake_save)
     monkeypatch.setattr(export_checks, "check_parity", failing_check)
     config = ExportConfig(model="<in memory>", export_base=str(tmp_path), version=1)
     with pytest.raises(export_checks.ExportParityError, match="injected"):
         export_saliency_model(cli_export.model, config)
+    assert os.path.basename(written[0]).startswith(".tmp-1-")  # it was written beside, not as "1"
     assert os.listdir(tmp_path) == []  # neither version 1 nor the temporary folder
 
 

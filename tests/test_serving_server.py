@@ -20,11 +20,9 @@ MAX_REQUEST_BYTES = 256 * 1024
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(Keras model, export_base) with version 1 of a tiny EMLNet."""
-    base = tmp_path_factory.mktemp("serving_server") / "emlnet"
-    model, _ = helpers.export_tiny(base, 1)
-    return model, str(base)
+def exported(serving_export):
+    """(Keras model, export_base) with version 1 of a tiny EMLNet (shared, read-only)."""
+    return serving_export
 
 
 @pytest.fixture(scope="module")
