@@ -1,0 +1,110 @@
+"""Where and in what precision training runs: dtype policies and tf.distribute.
+
+`TrainConfig.mixed_precision` and `TrainConfig.distribution` name these; the
+functions here turn the names into Keras policies and TF strategies, and
+undo their side effects (the global policy) when a run ends.
+"""
+
+import contextlib
+import os
+
+import keras
+import tensorflow as tf
+
+# TrainConfig.mixed_precision -> Keras global dtype policy.
+MIXED_PRECISION_POLICIES = {None: "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+DISTRIBUTIONS = (None, "mirrored", "multi_worker")
+
+
+@contextlib.contextmanager
+def policy_scope(mixed_precision):
+    """Sets the global Keras dtype policy for `mixed_precision`; restores it after.
+
+    Args:
+        mixed_precision: None (float32), "bfloat16" or "float16".
+    """
+    if mixed_precision not in MIXED_PRECISION_POLICIES:
+        raise ValueError(f"mixed_precision must be one of None, 'bfloat16', 'float16', got {mixed_precision!r}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[mixed_precision])
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def make_strategy(distribution):
+    """Returns the tf.distribute strategy for a `TrainConfig.distribution`.
+
+    None is the default (no-op) strategy; "mirrored" replicates over all local
+    GPUs (the CPU when there are none); "multi_worker" reads the cluster from
+    the TF_CONFIG environment variable and must be created before other TF work.
+    """
+    if distribution is None:
+        return tf.distribute.get_strategy()
+    if distribution == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if distribution == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown distribution {distribution!r}; use one of {DISTRIBUTIONS}")
+
+
+def is_chief(strategy):
+    """True for the worker that writes a run's shared outputs (always, off-cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def output_dir(workdir, strategy):
+    """The folder this worker writes to: `workdir`, or a private one beside it.
+
+    Every worker of a multi-worker run must save (saving reads replicated
+    variables in lockstep), but only the chief may own `workdir`; the others
+    write under `workdir/workers/<task>_<id>`.
+    """
+    if is_chief(strategy):
+        return workdir
+    resolver = strategy.cluster_resolver
+    return os.path.join(workdir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+
+
+def distribute_dataset(dataset, distribution):
+    """Returns `dataset` with the sharding options `distribution` needs."""
+    if distribution != "multi_worker":
+        return dataset
+    options = tf.data.Options()
+    # The datasets are a few files (or one folder of images): shard by element,
+    # not by file, so that every worker gets data.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def float32_copy(model):
+    """Returns `model` rebuilt in float32 with the same weights.
+
+    A model built under a mixed policy records that policy in every layer's
+    config. The final model of a run is saved in float32 (its variables were
+    float32 already) so that inference and the next training stage choose
+    their own precision.
+    """
+
+    def strip_mixed(node):
+        if isinstance(node, dict):
+            policy_name = str(node.get("config", {}).get("name", "")) if node.get("class_name") == "DTypePolicy" else ""
+            if policy_name.startswith("mixed_"):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: strip_mixed(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [strip_mixed(value) for value in node]
+        return node
+
+    serialized = strip_mixed(keras.saving.serialize_keras_object(model))
+    with policy_scope(None):
+        copy = keras.saving.deserialize_keras_object(serialized)
+    copy.set_weights(model.get_weights())
+    return copy

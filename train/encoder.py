@@ -1,0 +1,57 @@
+r"""Trains one EML-NET encoder (paper §3.1–3.2).
+
+    python -m train.encoder --backbone nasnet --weights imagenet \
+        --dataset salicon --data_dir DIR --workdir runs/nasnet
+
+Writes config.json, backup/ and checkpoints/, TensorBoard logs/ and the final
+`encoder.keras` in --workdir. Killed and rerun with the same command, it
+continues from the last finished epoch. Training flags (--epochs,
+--learning_rate, --mixed_precision, --distribution, --input_size,
+--max_steps, ...) are shared with train.decoder: see train/flags_common.py.
+"""
+
+from absl import app, flags, logging
+
+from keras_emlnet import encoder_training
+from keras_emlnet.backbones import BACKBONES, get_backbone
+from keras_emlnet.training import ConfigMismatchError
+from keras_emlnet.training_callbacks import EpochLogger
+from train import flags_common
+
+flags.DEFINE_string("backbone", None, f"Backbone registry name: {', '.join(sorted(BACKBONES))}.")
+flags.DEFINE_string("weights", None, "Initial backbone weights: a named source ('imagenet' for nasnet and "
+                    "resnet50, 'places365' for densenet161) or a weights file; unset: random.")
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        get_backbone(FLAGS.backbone)
+        config = flags_common.train_config_from_flags(encoder_training.ENCODER_RECIPE)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    logging.info("training encoder %s with %s", FLAGS.backbone, config)
+    try:
+        result = encoder_training.train_encoder(
+            FLAGS.backbone,
+            FLAGS.dataset,
+            FLAGS.data_dir,
+            config,
+            FLAGS.workdir,
+            weights=FLAGS.weights,
+            skip_bad=FLAGS.skip_bad,
+            callbacks=[EpochLogger()],
+        )
+    except ConfigMismatchError as error:
+        raise app.UsageError(str(error)) from None
+    if result.initial_epoch:
+        logging.info("resumed from epoch %d", result.initial_epoch)
+    logging.info("wrote %s", result.final_model_path)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["backbone", "data_dir", "workdir"])
+    app.run(main)
