@@ -22,7 +22,7 @@ def _source_features(source, images):
     return keras.Model(source.input, layers)(images / 127.5 - 1.0)
 
 
-def _encoder_features(encoder, prefix="tiny"):
+def _encoder_features(encoder):
     return keras.Model(encoder.input, [layer.output for layer in find_tap_layers(encoder).values()])
 
 
