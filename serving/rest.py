@@ -148,6 +148,9 @@ def predict_response(form, outputs):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a load client reuses connections
+    # Headers and body go out as separate writes; with Nagle's algorithm the
+    # body would wait for the client's delayed ACK (~40 ms per response).
+    disable_nagle_algorithm = True
     server_version = "keras-emlnet-serving"
 
     def log_message(self, format, *args):  # noqa: A002 - quiet; main logs what matters
