@@ -1,0 +1,193 @@
+"""ROC area against randomly drawn negatives: the AUC-Borji / shuffled-AUC protocol.
+
+MATLAB (AUC_Borji.m, AUC_shuffled.m) draws, per split, `m` negative values from a pool
+(all pixels with replacement for Borji; the other images' fixated pixels without replacement
+for shuffled AUC), builds thresholds `fliplr(0:step:max([Sth; negatives]))` and integrates
+the ROC curve (0,0) -> (fp, tp) at each threshold -> (1,1) with `trapz`.
+
+The thresholds depend on the split through MATLAB's colon operator, whose elements differ
+in the last bits with the end point (`0:0.1:0.8` and `0:0.1:1` hold different doubles near
+0.6), and maps read from 8-bit images put values exactly on those grid points. To stay exact
+we group the pool into "atoms": each value within `_GRID_SLACK_ULPS` ulps of a grid point
+k*step is its own atom, and the values strictly between two such windows form one atom. All
+values of an atom compare identically with every threshold MATLAB can produce, and give the
+same thresholds when they are the split's maximum, so one split is fully described by how many
+of its `m` draws fall in each atom. That gives both modes:
+
+- sampling: per split, atom counts drawn from the multinomial (with replacement) or the
+  multivariate hypergeometric (without replacement) distribution: the same law as MATLAB's
+  `randi`/`randperm` draws, from `numpy.random.Generator`.
+- expectation: E[AUC] = sum over atoms i of E[AUC ; highest drawn atom = i]; AUC is linear in
+  fp for fixed thresholds, and E[#draws >= t ; all draws in atoms <= i] has a closed form
+  (binomial or hypergeometric), so the expectation over all random splits is exact.
+"""
+
+import math
+
+import numpy as np
+from scipy.special import gammaln
+
+# Values this many ulps (of max(1, largest value)) around a grid point k*step are treated one by
+# one; every threshold MATLAB's colon operator produces lies well inside that window.
+_GRID_SLACK_ULPS = 64
+# Smallest threshold step accepted: 1/step thresholds are materialised per split.
+MIN_STEP_SIZE = 1e-6
+
+
+def matlab_colon_from_zero(limits, step):
+    """Rows `0:step:limit` exactly as MATLAB's colon operator builds them, for each limit.
+
+    MATLAB counts the intervals with a tolerance of 2*eps*limit, snaps the last element to
+    `limit` when within that tolerance, fills the first half as k*step and the second half
+    as last - k*step, and sets the middle of an odd-length vector to last/2.
+
+    Args:
+        limits: 1-D array of non-negative end points.
+        step: positive step.
+
+    Returns:
+        (len(limits), n_max + 1) float64 array of ascending thresholds, padded with +inf.
+    """
+    limits = np.asarray(limits, dtype=np.float64)
+    tol = 2.0 * np.finfo(np.float64).eps * limits
+    quotient = limits / step
+    n = np.floor(quotient)
+    n = n + (quotient - n >= 0.5)  # MATLAB's round: halves away from zero
+    n = n - (n * step - limits > tol)
+    last = n * step
+    last = np.where(last - limits > -tol, limits, last)
+    k = np.arange(int(n.max()) + 1, dtype=np.float64)[None, :]
+    n, last = n[:, None], last[:, None]
+    thresholds = np.where(2.0 * k < n, k * step, last - (n - k) * step)
+    thresholds = np.where(2.0 * k == n, last / 2.0, thresholds)
+    return np.where(k <= n, thresholds, np.inf)
+
+
+def _atoms(pool, step):
+    """Group the ascending pool values into atoms; returns (representative values, counts)."""
+    top = max(1.0, float(pool[-1])) + step
+    slack = _GRID_SLACK_ULPS * np.finfo(np.float64).eps * top
+    grid = np.arange(int(math.floor(top / step)) + 2, dtype=np.float64) * step
+    window_lo = np.searchsorted(pool, grid - slack, side="left")
+    window_hi = np.searchsorted(pool, grid + slack, side="right")
+    values, counts = [], []
+    for k in range(grid.size):
+        near, near_counts = np.unique(pool[window_lo[k] : window_hi[k]], return_counts=True)
+        values.extend(near.tolist())
+        counts.extend(near_counts.tolist())
+        if k + 1 < grid.size and window_lo[k + 1] > window_hi[k]:
+            # any value strictly between the windows stands for all of them
+            values.append(grid[k] + 0.5 * step)
+            counts.append(int(window_lo[k + 1] - window_hi[k]))
+    return np.asarray(values), np.asarray(counts, dtype=np.int64)
+
+
+def _count_at_least(sorted_values, thresholds):
+    return sorted_values.size - np.searchsorted(sorted_values, thresholds, side="left")
+
+
+def _trapezoid_auc(fp, tp, total):
+    """Area under (0,0) -> (fp, tp) by descending threshold -> (total, 1) per row.
+
+    `fp`/`tp` rows are in ascending-threshold order; `total` is 1 for a single curve and the
+    event probability when `fp` holds probability-weighted false-positive rates.
+    """
+    rows = fp.shape[0]
+    x = np.concatenate([np.zeros((rows, 1)), fp[:, ::-1], np.broadcast_to(total, (rows, 1))], 1)
+    y = np.concatenate([np.zeros((rows, 1)), tp[:, ::-1], np.ones((rows, 1))], 1)
+    return np.sum(np.diff(x, axis=1) * (y[:, :-1] + y[:, 1:]), axis=1) / 2.0
+
+
+class _Protocol:
+    """Atoms of one (positives, negative pool, draws) set-up, shared by both modes."""
+
+    def __init__(self, positives, pool, num_draws, step, replace):
+        self.num_draws = int(num_draws)
+        self.pool_size = int(pool.size)
+        self.replace = replace
+        self.values, self.counts = _atoms(pool, step)
+        self.cumulative = np.cumsum(self.counts)
+        positives = np.sort(positives)
+        # thresholds when atom i holds the largest draw: MATLAB's max([Sth; negatives])
+        limits = np.maximum(positives[-1], self.values)
+        self.thresholds = matlab_colon_from_zero(limits, step)
+        self.tp = _count_at_least(positives, self.thresholds) / positives.size
+        # index of the first atom at or above each threshold
+        self.first_atom = np.searchsorted(self.values, self.thresholds, side="left")
+
+    def sampled(self, n_splits, rng):
+        if self.replace:
+            draws = rng.multinomial(self.num_draws, self.counts / self.pool_size, size=n_splits)
+        else:
+            draws = rng.multivariate_hypergeometric(self.counts, self.num_draws, size=n_splits)
+        top_atom = self.counts.size - 1 - np.argmax(draws[:, ::-1] > 0, axis=1)
+        at_or_above = np.concatenate(
+            [np.cumsum(draws[:, ::-1], axis=1)[:, ::-1], np.zeros((n_splits, 1))], axis=1
+        )
+        first = self.first_atom[top_atom]
+        fp = np.take_along_axis(at_or_above, first, axis=1) / self.num_draws
+        aucs = _trapezoid_auc(fp, self.tp[top_atom], 1.0)
+        return float(np.mean(aucs))
+
+    def _all_below(self, upto):
+        """P(all draws in atoms <= upto), upto an array of cumulative counts."""
+        n, m = self.pool_size, self.num_draws
+        if self.replace:
+            return (upto / n) ** m
+        return _hypergeometric_none_outside(upto, n, m)
+
+    def _weighted_count(self, lower, upto):
+        """E[#draws in atoms lower..upto ; all draws in atoms <= upto] (counts as arrays)."""
+        n, m = self.pool_size, self.num_draws
+        inside = np.maximum(upto - lower, 0)
+        if self.replace:
+            return m * (inside / n) * (upto / n) ** (m - 1)
+        # a drawn item inside, the other m - 1 from the remaining upto - 1 items
+        return inside * (m / n) * _hypergeometric_none_outside(upto - 1, n - 1, m - 1)
+
+    def expected(self):
+        cum = np.concatenate([[0], self.cumulative])
+        below_first = cum[self.first_atom]  # draws strictly below each threshold's atom
+        upto = self.cumulative[:, None]
+        previous = cum[:-1, None]
+        weighted = self._weighted_count(below_first, upto) - self._weighted_count(
+            below_first, previous
+        )
+        probability = self._all_below(self.cumulative) - self._all_below(cum[:-1])
+        fp = weighted / self.num_draws
+        return float(np.sum(_trapezoid_auc(fp, self.tp, probability[:, None])))
+
+
+def _hypergeometric_none_outside(good, total, draws):
+    """C(good, draws) / C(total, draws): probability that `draws` picks avoid the rest."""
+    good = np.asarray(good, dtype=np.float64)
+    if draws == 0:
+        return np.ones_like(good)
+    ok = good >= draws
+    safe = np.where(ok, good, draws)
+    log_ratio = (
+        gammaln(safe + 1) - gammaln(safe - draws + 1) - gammaln(total + 1) + gammaln(total - draws + 1)
+    )
+    return np.where(ok, np.exp(log_ratio), 0.0)
+
+
+def random_negatives_auc(positives, sorted_pool, num_draws, *, step, replace, n_splits, rng):
+    """Mean AUC over random negative draws, or its exact expectation when n_splits is None.
+
+    Args:
+        positives: 1-D normalised saliency values at the fixations (MATLAB's Sth), non-empty.
+        sorted_pool: 1-D normalised values the negatives are drawn from, sorted ascending,
+            non-empty.
+        num_draws: negatives per split (m >= 1; at most pool.size when replace is False).
+        step: threshold step (MATLAB's stepSize).
+        replace: draw with replacement (Borji) or without (shuffled).
+        n_splits: number of random splits, or None for the exact expectation.
+        rng: numpy Generator used when sampling.
+
+    Returns:
+        The AUC as a float.
+    """
+    protocol = _Protocol(positives, sorted_pool, num_draws, step, replace)
+    if n_splits is None:
+        return protocol.expected()
+    return protocol.sampled(n_splits, rng)
