@@ -25,8 +25,6 @@ import os
 import shutil
 import tempfile
 
-import numpy as np
-
 from keras_emlnet.io_utils import write_json_atomic
 from serving import export_checks
 from serving import saliency_module

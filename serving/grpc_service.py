@@ -11,6 +11,7 @@ import concurrent.futures
 
 import grpc
 import numpy as np
+import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
@@ -18,6 +19,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import errors
+from serving.dispatch import output_subset
 
 # tensorflow.error.Code values used in ModelVersionStatus.status.
 _OK, _UNKNOWN = 0, 2
@@ -32,8 +34,6 @@ def _requested_version(model_spec):
 
 def tensor_proto_to_array(name, proto, dispatcher):
     """TensorProto → NumPy; malformed or oversized tensors are refused."""
-    import tensorflow as tf
-
     try:
         dtype = tf.dtypes.as_dtype(proto.dtype)
     except TypeError:
@@ -54,10 +54,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._dispatcher = dispatcher
 
     def Predict(self, request, context):
-        import tensorflow as tf
-
-        from serving.dispatch import output_subset
-
         try:
             inputs = {
                 name: tensor_proto_to_array(name, proto, self._dispatcher)
