@@ -215,6 +215,31 @@ def test_bfloat16_scoring_is_close_to_float32(model_path, images, tmp_path):
     assert not np.array_equal(maps["float32"], maps["bfloat16"])  # bfloat16 really ran
 
 
+_TWO_REPLICAS = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from serving.batch_scoring import ScoreConfig, score_collection
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+config = ScoreConfig(model=sys.argv[1], images=sys.argv[2], out=sys.argv[3], format="npy", batch_size=2)
+print(json.dumps(score_collection(config, strategy=strategy)))
+"""
+
+
+def test_two_replicas_give_the_single_device_maps(model, model_path, images, tmp_path):
+    """MirroredStrategy over two logical CPUs (as over two GPUs): split, padded batches, same maps."""
+    out = str(tmp_path / "out")
+    result = subprocess.run([sys.executable, "-c", _TWO_REPLICAS, model_path, images, out],
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["replicas"] == 2 and summary["scored"] == len(IMAGE_SIZES) and len(summary["failed"]) == 2
+    for name in IMAGE_SIZES:
+        np.testing.assert_allclose(np.load(os.path.join(out, name + ".npy")),
+                                   model.predict_map(_decoded(images, name)), rtol=1e-4, atol=1e-8)
+
+
 def test_bad_arguments_raise_clear_errors(model_path, tmp_path):
     with pytest.raises(ValueError, match="format"):
         ScoreConfig(model=model_path, images=".", out=str(tmp_path), format="jpeg")
