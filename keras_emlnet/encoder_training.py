@@ -53,33 +53,35 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None,
             settings, or a workdir that holds a run with other settings.
     """
     spec = get_backbone(backbone)  # fails before any data is read
-    if weights is not None and weights not in spec.weight_sources and not os.path.isfile(weights):
+    workdir = os.path.abspath(workdir)
+    # A resumed run overwrites every weight from its backup: it does not load
+    # the pretrained file (which an offline machine may no longer have).
+    resuming = os.path.isfile(os.path.join(workdir, "backup", "state.json"))
+    named = weights is None or weights in spec.weight_sources
+    if not named and not resuming and not os.path.isfile(weights):
         raise ValueError(
             f"weights {weights!r} is neither a named source of backbone {spec.name!r} "
             f"({sorted(spec.weight_sources)}) nor an existing file"
         )
-    workdir = os.path.abspath(workdir)
-    # A resumed run overwrites every weight from its backup: skip loading the
-    # pretrained file (which an offline machine may no longer have).
-    resuming = os.path.isfile(os.path.join(workdir, "backup", "state.json"))
     input_shape = (*config.input_size, 3)
 
     def model_fn():
         return build_encoder(spec, weights=None if resuming else weights, input_shape=input_shape, seed=config.seed)
 
-    common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed, skip_bad=skip_bad)
-    train_data = data_lib.build_dataset(dataset, data_dir, "train", training=True, **common)
-    val_data = data_lib.build_dataset(dataset, data_dir, "val", training=False, **common)
     run_settings = {
         "stage": "encoder",
         "backbone": spec.name,
-        "weights": os.path.abspath(weights) if weights and os.path.isfile(weights) else weights,
+        "weights": weights if named else os.path.abspath(weights),
         "dataset": dataset,
         "data_dir": os.path.abspath(data_dir),
         "skip_bad": bool(skip_bad),
         "loss": "EMLLoss",
         "metrics": [metric.__name__ for metric in EVAL_METRICS],
     }
+    training.check_resumable(workdir, config, run_settings)  # before reading any data
+    common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed, skip_bad=skip_bad)
+    train_data = data_lib.build_dataset(dataset, data_dir, "train", training=True, **common)
+    val_data = data_lib.build_dataset(dataset, data_dir, "val", training=False, **common)
     return training.fit(
         model_fn,
         train_data,

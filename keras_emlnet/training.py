@@ -55,7 +55,7 @@ class TrainConfig:
             the loss is computed in float32; float16 adds loss scaling).
         distribution: None (default strategy), "mirrored" (all local GPUs, or
             the CPU) or "multi_worker" (MultiWorkerMirroredStrategy, TF_CONFIG).
-        max_steps: stop after this many optimizer steps in all (smoke runs).
+        max_steps: stop after this many training batches in all (smoke runs).
         steps_per_epoch: steps per epoch (the training data is repeated);
             None: one pass over the data.
         validation_steps: validation batches per epoch; None: all.
@@ -133,12 +133,14 @@ class FitResult:
         model: the trained model (in the training dtype policy).
         final_model_path: where the float32 final model was saved.
         initial_epoch: the epoch this call started from (> 0 when resumed).
+        steps: batches trained in the whole run so far.
         history: {log name: per-epoch values} of the epochs this call ran.
     """
 
     model: Any
     final_model_path: str
     initial_epoch: int
+    steps: int
     history: dict
 
 
@@ -191,7 +193,7 @@ def check_resumable(workdir, config, run_settings):
         )
 
 
-def _runtime_facts(strategy, initial_epoch, model):
+def _runtime_facts(strategy, start):
     return {
         "argv": list(sys.argv),
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -202,8 +204,8 @@ def _runtime_facts(strategy, initial_epoch, model):
         "num_replicas": strategy.num_replicas_in_sync,
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "dtype_policy": keras.mixed_precision.global_policy().name,
-        "resumed_from_epoch": initial_epoch,
-        "resumed_from_step": int(model.optimizer.iterations.numpy()),
+        "resumed_from_epoch": start.epoch,
+        "resumed_from_step": start.step,
     }
 
 
@@ -254,18 +256,19 @@ def fit(
         with strategy.scope():
             model = model_fn()
             model.compile(optimizer=make_optimizer(config), loss=loss, metrics=[make() for make in metrics])
-            initial_epoch = training_callbacks.restore_backup(model, os.path.join(out_dir, "backup")) or 0
+            start = training_callbacks.restore_backup(model, os.path.join(out_dir, "backup"))
+        start = start or training_callbacks.BackupState(epoch=0, step=0)
         io_utils.write_json_atomic(
             os.path.join(out_dir, "config.json"),
             {
                 "train": config.to_dict(),
                 "run": run_settings,
-                "runtime": _runtime_facts(strategy, initial_epoch, model),
+                "runtime": _runtime_facts(strategy, start),
                 "final_model": final_model_name,
             },
         )
-        step = int(model.optimizer.iterations.numpy())
-        done = initial_epoch >= config.epochs or (config.max_steps is not None and step >= config.max_steps)
+        steps = training_callbacks.StepCounter(start.step, config.max_steps)
+        done = start.epoch >= config.epochs or (config.max_steps is not None and start.step >= config.max_steps)
         history = {}
         if not done:
             train_data = _training_data(train_data, config)
@@ -273,10 +276,10 @@ def fit(
                 train_data,
                 validation_data=None if val_data is None else runtime.distribute_dataset(val_data, config.distribution),
                 epochs=config.epochs,
-                initial_epoch=initial_epoch,
+                initial_epoch=start.epoch,
                 steps_per_epoch=config.steps_per_epoch,
                 validation_steps=config.validation_steps,
-                callbacks=_callbacks(config, out_dir, val_data is not None, callbacks),
+                callbacks=_callbacks(config, out_dir, val_data is not None, steps, callbacks),
                 shuffle=False,  # tf.data input: the pipeline shuffles (seeded)
                 verbose=verbose,
             ).history
@@ -284,7 +287,9 @@ def fit(
     final_path = os.path.join(out_dir, final_model_name)
     with io_utils.atomic_path(final_path) as tmp:
         final.save(tmp)
-    return FitResult(model=model, final_model_path=final_path, initial_epoch=initial_epoch, history=history)
+    return FitResult(
+        model=model, final_model_path=final_path, initial_epoch=start.epoch, steps=steps.steps, history=history
+    )
 
 
 def _training_data(dataset, config):
@@ -293,11 +298,11 @@ def _training_data(dataset, config):
     return dataset.repeat() if config.steps_per_epoch is not None else dataset
 
 
-def _callbacks(config, out_dir, has_validation, extra):
-    callbacks = [learning_rate_callback(config), *extra]
-    if config.max_steps is not None:
-        callbacks.append(training_callbacks.StopAtStep(config.max_steps))
-    callbacks += [
+def _callbacks(config, out_dir, has_validation, step_counter, extra):
+    return [
+        learning_rate_callback(config),
+        *extra,
+        step_counter,
         keras.callbacks.TensorBoard(log_dir=os.path.join(out_dir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
         training_callbacks.ModelSnapshots(
@@ -305,6 +310,5 @@ def _callbacks(config, out_dir, has_validation, extra):
         ),
         # Last: the backup marks the epoch finished only after every other
         # output of the epoch is on disk.
-        training_callbacks.EpochBackup(os.path.join(out_dir, "backup")),
+        training_callbacks.EpochBackup(os.path.join(out_dir, "backup"), step_counter),
     ]
-    return callbacks

@@ -14,10 +14,15 @@ leaves the previous complete state on disk, never a truncated file:
 - `ModelSnapshots`: `last.keras` every epoch and `best.keras` when the
   monitored value improves; the best value is kept in `best.json` so a resumed
   run does not overwrite a better model from before the interruption.
-- `StopAtStep`: ends training once the optimizer has taken `max_steps` steps.
+- `StepCounter`: counts the batches trained in the whole run (restored from
+  the backup) and ends training at `max_steps`. Not the optimizer's
+  `iterations`: Keras 3.15 also increments that on the end-of-data call of
+  every epoch over a dataset of unknown length (ours filter bad samples),
+  without updating any weight.
 - `EpochLogger`: one log line per epoch through Python logging (absl in CLIs).
 """
 
+import dataclasses
 import glob
 import json
 import logging
@@ -40,6 +45,14 @@ def _read_json(path):
         raise ValueError(f"cannot read run state {path}: {error}") from error
 
 
+@dataclasses.dataclass(frozen=True)
+class BackupState:
+    """Where a backup stands: `epoch` epochs finished, `step` batches trained."""
+
+    epoch: int
+    step: int
+
+
 def restore_backup(model, backup_dir):
     """Restores the last epoch backup in `backup_dir` into a compiled `model`.
 
@@ -49,12 +62,12 @@ def restore_backup(model, backup_dir):
         backup_dir: the folder `EpochBackup` writes.
 
     Returns:
-        The number of finished epochs (the 0-based epoch to continue from), or
+        A BackupState (its `epoch` is the 0-based epoch to continue from), or
         None when `backup_dir` holds no backup.
 
     Raises:
         FileNotFoundError: the state names a weights file that is missing.
-        ValueError: the backup does not fit the model.
+        ValueError: the backup does not fit the model or its optimizer.
     """
     state_path = os.path.join(backup_dir, _BACKUP_STATE)
     if not os.path.isfile(state_path):
@@ -71,7 +84,15 @@ def restore_backup(model, backup_dir):
         model.load_weights(weights_path)
     except (ValueError, KeyError) as error:
         raise ValueError(f"backup {weights_path} does not fit model {model.name!r}: {error}") from error
-    return int(state["epoch"])
+    # Keras only warns when the optimizer's variables do not match (then it
+    # leaves them fresh): resuming without momentum buffers is not resuming.
+    iterations = state.get("optimizer_iterations")
+    if iterations is not None and int(model.optimizer.iterations.numpy()) != int(iterations):
+        raise ValueError(
+            f"backup {weights_path} holds optimizer state that does not fit the optimizer of model "
+            f"{model.name!r} (was the run started with another optimizer or precision?)"
+        )
+    return BackupState(epoch=int(state["epoch"]), step=int(state["step"]))
 
 
 class EpochBackup(keras.callbacks.Callback):
@@ -79,11 +100,13 @@ class EpochBackup(keras.callbacks.Callback):
 
     Args:
         backup_dir: folder for `epoch-NNNN.weights.h5` and `state.json`.
+        step_counter: the run's StepCounter (its count is saved with the state).
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, step_counter):
         super().__init__()
         self.backup_dir = os.fspath(backup_dir)
+        self.step_counter = step_counter
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -92,7 +115,12 @@ class EpochBackup(keras.callbacks.Callback):
         with io_utils.atomic_path(os.path.join(self.backup_dir, weights_name)) as tmp:
             # save_weights includes the optimizer's variables.
             self.model.save_weights(tmp)
-        state = {"epoch": finished, "weights": weights_name, "step": int(self.model.optimizer.iterations.numpy())}
+        state = {
+            "epoch": finished,
+            "weights": weights_name,
+            "step": self.step_counter.steps,
+            "optimizer_iterations": int(self.model.optimizer.iterations.numpy()),
+        }
         io_utils.write_json_atomic(os.path.join(self.backup_dir, _BACKUP_STATE), state)
         # Only after the new state is in place may older backups go.
         for old in glob.glob(os.path.join(self.backup_dir, "epoch-*.weights.h5")):
@@ -146,23 +174,26 @@ class ModelSnapshots(keras.callbacks.Callback):
             )
 
 
-class StopAtStep(keras.callbacks.Callback):
-    """Stops training once the optimizer has taken `max_steps` steps in all.
+class StepCounter(keras.callbacks.Callback):
+    """Counts trained batches over the whole run; stops at `max_steps`.
 
-    The step counter is the optimizer's, which the backup restores, so
-    `max_steps` counts the whole run, not this process. Keras still ends the
-    epoch it stops in (validation, epoch callbacks), and that epoch counts as
-    finished for resuming.
+    Args:
+        initial_steps: batches trained before this process (from the backup).
+        max_steps: stop once this many batches are trained in all (None: no
+            limit). Keras still ends the epoch it stops in (validation, epoch
+            callbacks), and that epoch counts as finished for resuming.
     """
 
-    def __init__(self, max_steps):
+    def __init__(self, initial_steps=0, max_steps=None):
         super().__init__()
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        self.max_steps = int(max_steps)
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be None or >= 1, got {max_steps}")
+        self.steps = int(initial_steps)
+        self.max_steps = max_steps
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.max_steps:
+        self.steps += 1
+        if self.max_steps is not None and self.steps >= self.max_steps:
             self.model.stop_training = True
 
 
@@ -171,4 +202,4 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         values = ", ".join(f"{name}={float(value):.6g}" for name, value in sorted((logs or {}).items()))
-        _LOG.info("epoch %d (step %d): %s", epoch, int(self.model.optimizer.iterations.numpy()), values)
+        _LOG.info("epoch %d: %s", epoch, values)

@@ -163,7 +163,7 @@ def test_rerunning_a_finished_run_trains_nothing(finished, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(workdir, copy)
     again = run_fit(copy)
-    assert again.initial_epoch == 3 and again.history == {}
+    assert again.initial_epoch == 3 and again.history == {} and again.steps == 3 * STEPS_PER_EPOCH
     assert max_weight_difference(again.model, result.model) == 0.0
 
 
@@ -191,7 +191,7 @@ def test_crashed_run_resumes_where_it_stopped(finished, tmp_path):
         run_fit(workdir, callbacks=[CrashAtStep(2 * STEPS_PER_EPOCH + 1)])  # dies in epoch 2
     assert not (workdir / "encoder.keras").exists()
     resumed = run_fit(workdir)
-    assert resumed.initial_epoch == 2
+    assert resumed.initial_epoch == 2 and resumed.steps == 3 * STEPS_PER_EPOCH
     assert list(resumed.history["loss"]) and len(resumed.history["loss"]) == 1
     recorded = json.loads((workdir / "config.json").read_text())["runtime"]
     assert recorded["resumed_from_epoch"] == 2 and recorded["resumed_from_step"] == 2 * STEPS_PER_EPOCH
@@ -205,11 +205,11 @@ def test_crashed_run_resumes_where_it_stopped(finished, tmp_path):
 def test_max_steps_stops_early_and_counts_the_whole_run(tmp_path):
     config = dataclasses.replace(CONFIG, epochs=5, max_steps=3)
     first = run_fit(tmp_path, config, val=False)
-    assert int(first.model.optimizer.iterations.numpy()) == 3
+    assert first.steps == 3 and int(first.model.optimizer.iterations.numpy()) == 3
     assert len(first.history["loss"]) == 2  # stopped in epoch 1
     assert (tmp_path / "encoder.keras").exists()
     again = run_fit(tmp_path, config, val=False)  # same command: already done
-    assert again.history == {} and int(again.model.optimizer.iterations.numpy()) == 3
+    assert again.history == {} and again.steps == 3 and int(again.model.optimizer.iterations.numpy()) == 3
     best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())
     assert best["monitor"] == "loss"  # no validation data
 
