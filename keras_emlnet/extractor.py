@@ -65,8 +65,8 @@ def build_feature_extractor(encoders, *, name="feature_extractor", dtype_policy=
             `keras_emlnet.build_encoder`, or loaded from their `.keras` files).
             They must all take the same static input shape (H, W, 3) and have
             distinct prefixes (two `nasnet` encoders cannot be combined: their
-            tap names would collide; rebuild one with another prefix, e.g. a
-            `BackboneSpec` named `nasnet_b`).
+            tap names would collide; build one with another prefix, e.g.
+            `build_encoder("nasnet", prefix="nasnet_b")`).
         name: the name of the returned model.
         dtype_policy: None to run each tap sub-graph in the encoder's own
             layers and dtype policies (shared with the encoder); or a Keras
@@ -99,8 +99,8 @@ def build_feature_extractor(encoders, *, name="feature_extractor", dtype_policy=
         if prefix in seen_prefixes:
             raise ValueError(
                 f"encoders {seen_prefixes[prefix]!r} and {encoder.name!r} both have the prefix {prefix!r}; "
-                "their tap layers would collide. Combine encoders of different backbones, or build the "
-                "second one with a BackboneSpec of another name (e.g. f'{prefix}_b')"
+                "their tap layers would collide. Build the second one with another prefix, e.g. "
+                f"build_encoder(..., prefix='{prefix}_b')"
             )
         seen_prefixes[prefix] = encoder.name
         tap_layers = taps_lib.find_tap_layers(encoder)
