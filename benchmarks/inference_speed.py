@@ -1,0 +1,193 @@
+"""EMLNet inference speed, float32 beside bfloat16, with peak memory.
+
+For every batch size, one EMLNet (`nasnet` + `densenet161` encoders, random
+weights, no download; the decoder; minmax output) is built and timed in
+float32 and in mixed bfloat16, each in its own subprocess so that peak memory
+(`resource.getrusage(RUSAGE_SELF).ru_maxrss`) belongs to that configuration
+alone. Every configuration is seeded the same way, so the two precisions run
+the same weights on the same images and the table also gives the largest
+difference between their minmax maps.
+
+Printed: images/s per precision and their ratio (bfloat16 / float32), the
+resident memory after building, and the peak.
+
+Full run (the paper's 480x640, batch 1 and 8; slow on a small CPU):
+    python benchmarks/inference_speed.py
+Smoke run (seconds, tiny testing encoders):
+    python benchmarks/inference_speed.py --backbones tiny --input_size 64x96 \
+        --batch_sizes 1,2 --iterations 2
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+flags.DEFINE_list("backbones", ["nasnet", "densenet161"], "Encoder backbones (registry names), or 'tiny' "
+                  "for two tiny testing encoders.")
+flags.DEFINE_string("input_size", "480x640", "Model input size HxW.")
+flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
+flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Precisions to time side by side (float32, bfloat16).")
+flags.DEFINE_integer("warmup", 1, "Untimed calls first (graph tracing, allocator warm-up).", lower_bound=0)
+flags.DEFINE_integer("iterations", 5, "Timed calls per configuration.", lower_bound=1)
+flags.DEFINE_string("out", None, "Optional folder for results.json (with the configuration used).")
+flags.DEFINE_string("worker", None, "Internal: JSON of one configuration to measure in this process.")
+
+FLAGS = flags.FLAGS
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+_SEED = 0
+
+
+def _size(text):
+    height, width = (int(v) for v in text.lower().split("x"))
+    return height, width
+
+
+def _current_rss_mb():
+    # VmRSS: resident memory now (ru_maxrss is only the peak).
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build_model(backbones, input_size):
+    """The EMLNet to time, built under the current global dtype policy."""
+    from keras_emlnet.emlnet import build_emlnet
+
+    shape = (*input_size, 3)
+    if backbones == ["tiny"]:
+        from keras_emlnet.testing import tiny_encoder
+
+        encoders = [tiny_encoder("tiny_a", shape, seed=0), tiny_encoder("tiny_b", shape, seed=1)]
+    else:
+        from keras_emlnet.encoder import build_encoder
+
+        encoders = [build_encoder(name, weights=None, input_shape=shape, seed=_SEED) for name in backbones]
+    return build_emlnet(encoders, output_mode="minmax")
+
+
+def measure(config):
+    """Builds and times one configuration in this process; returns a result dict."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(_SEED)
+    keras.mixed_precision.set_global_policy(_POLICIES[config["precision"]])
+    start = time.perf_counter()
+    model = build_model(config["backbones"], config["input_size"])
+    build_s = time.perf_counter() - start
+    rss_built_mb = _current_rss_mb()
+
+    batch = config["batch_size"]
+    images = np.random.default_rng(_SEED).uniform(0, 255, size=(batch, *config["input_size"], 3))
+    images = tf.constant(images.astype(np.float32))
+    predict = tf.function(lambda x: model(x, training=False))
+    for _ in range(config["warmup"]):
+        predict(images).numpy()
+    times = []
+    for _ in range(config["iterations"]):
+        start = time.perf_counter()
+        maps = predict(images).numpy()  # .numpy() waits for the result
+        times.append(time.perf_counter() - start)
+    np.save(config["maps_path"], maps[0, :, :, 0])
+    median = float(np.median(times))
+    return {
+        **{key: config[key] for key in ("precision", "batch_size")},
+        "images_per_s": batch / median,
+        "median_call_s": median,
+        "build_s": build_s,
+        "rss_after_build_mb": rss_built_mb,
+        # Linux reports ru_maxrss in KiB.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_worker(config):
+    """Measures `config` in a fresh Python process; returns its result dict."""
+    command = [sys.executable, os.path.abspath(__file__), f"--worker={json.dumps(config)}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {config['precision']} batch {config['batch_size']} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def format_table(results, precisions):
+    """A text table: one row per batch size, precisions side by side."""
+    import numpy as np
+
+    lines = []
+    header = "batch"
+    for precision in precisions:
+        header += f" | {precision} img/s | {precision} RSS built/peak MB"
+    if len(precisions) == 2:
+        header += f" | ratio {precisions[1]}/{precisions[0]} | max abs map diff"
+    lines.append(header)
+    for batch in sorted({r["batch_size"] for r in results}):
+        row = {r["precision"]: r for r in results if r["batch_size"] == batch}
+        line = f"{batch:5d}"
+        for precision in precisions:
+            r = row[precision]
+            line += f" | {r['images_per_s']:10.3f} | {r['rss_after_build_mb']:8.0f} / {r['peak_rss_mb']:8.0f}"
+        if len(precisions) == 2:
+            a, b = (row[p] for p in precisions)
+            diff = np.abs(np.load(a["maps_path"]) - np.load(b["maps_path"])).max()
+            line += f" | {b['images_per_s'] / a['images_per_s']:6.2f}x | {diff:.4f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    if FLAGS.worker:
+        print(json.dumps(measure(json.loads(FLAGS.worker))))
+        return
+    precisions = list(FLAGS.precisions)
+    unknown = sorted(set(precisions) - set(_POLICIES))
+    if unknown:
+        raise app.UsageError(f"--precisions must be among {sorted(_POLICIES)}, got {unknown}")
+    input_size = _size(FLAGS.input_size)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in (int(b) for b in FLAGS.batch_sizes):
+            for precision in precisions:
+                config = {
+                    "backbones": list(FLAGS.backbones),
+                    "input_size": list(input_size),
+                    "batch_size": batch,
+                    "precision": precision,
+                    "warmup": FLAGS.warmup,
+                    "iterations": FLAGS.iterations,
+                    "maps_path": os.path.join(tmp, f"{precision}_{batch}.npy"),
+                }
+                logging.info("measuring %s", config)
+                result = run_worker(config)
+                result["maps_path"] = config["maps_path"]
+                results.append(result)
+                logging.info("%s", result)
+        print(f"EMLNet ({'+'.join(FLAGS.backbones)}) inference at {input_size[0]}x{input_size[1]}, "
+              f"median of {FLAGS.iterations} calls after {FLAGS.warmup} warm-up, one process per row cell")
+        table = format_table(results, precisions)
+        print(table)
+    if FLAGS.out:
+        from keras_emlnet.io_utils import write_json_atomic
+
+        for result in results:
+            result.pop("maps_path")
+        write_json_atomic(
+            os.path.join(FLAGS.out, "results.json"),
+            {"config": {name: FLAGS[name].value for name in ("backbones", "input_size", "batch_sizes",
+                                                              "precisions", "warmup", "iterations")},
+             "results": results, "table": table},
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)
