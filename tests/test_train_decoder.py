@@ -1,6 +1,8 @@
+import csv
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -29,23 +31,6 @@ def encoder_paths(tmp_path_factory):
         tiny_encoder(prefix, INPUT_SIZE + (3,), seed=seed).save(path)
         paths.append(path)
     return paths
-
-
-class _Interrupt(Exception):
-    """Stands in for a kill in the middle of an epoch."""
-
-
-class _InterruptAtEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._current_epoch == self.epoch:
-            raise _Interrupt(f"interrupted in epoch {self.epoch}")
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._current_epoch = epoch
 
 
 def test_trains_only_the_decoder_and_saves_the_inference_model(encoder_paths, generated_datasets, tmp_path):
@@ -82,21 +67,6 @@ def test_trains_only_the_decoder_and_saves_the_inference_model(encoder_paths, ge
     assert (workdir / "logs").is_dir() and (workdir / "checkpoints" / "last.keras").is_file()
 
 
-def test_interrupted_run_resumes_from_the_last_finished_epoch(encoder_paths, generated_datasets, tmp_path):
-    workdir = tmp_path / "run"
-    args = (encoder_paths[:2], "salicon", generated_datasets["salicon"], SMOKE, workdir)
-    with pytest.raises(_Interrupt):
-        decoder_training.train_decoder(*args, callbacks=[_InterruptAtEpoch(1)])
-    assert not (workdir / "emlnet.keras").exists()
-    # the workdir belongs to this run: other settings are refused, not mixed in
-    with pytest.raises(ConfigMismatchError, match="output_mode"):
-        decoder_training.train_decoder(*args, output_mode="probability")
-    result = decoder_training.train_decoder(*args)
-    assert result.initial_epoch == 1
-    assert len(result.history["loss"]) == 1  # only epoch 2 ran again
-    assert isinstance(keras.saving.load_model(result.final_model_path), EMLNet)
-
-
 def test_mixed_precision_runs_the_extractor_in_bfloat16(encoder_paths, generated_datasets, tmp_path):
     config = dataclasses.replace(SMOKE, epochs=1, max_steps=1, validation_steps=1, mixed_precision="bfloat16")
     result = decoder_training.train_decoder(
@@ -122,36 +92,82 @@ def test_bad_encoder_files_and_sizes_are_named(encoder_paths, generated_datasets
         decoder_training.train_decoder(encoder_paths[:1], "salicon", data, other_size, tmp_path / "c")
 
 
-def _cli(*args):
+# Runs train.decoder's main; KILL_AT_BATCH=n SIGKILLs the process after n
+# trained batches (a hard kill: no cleanup, no final save), as
+# tests/test_train_encoder.py does for train.encoder.
+WRAPPER = """
+import os, signal
+from absl import app
+from keras_emlnet import training_callbacks
+kill_at = int(os.environ.get("KILL_AT_BATCH", "0"))
+if kill_at:
+    seen = []
+    def die(self, batch, logs=None):
+        seen.append(batch)
+        if len(seen) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    training_callbacks.EpochLogger.on_train_batch_end = die
+from train import decoder
+from absl import flags
+flags.mark_flags_as_required(["encoders", "data_dir", "workdir"])
+app.run(decoder.main)
+"""
+
+
+def _cli(args, kill_at_batch=0):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KILL_AT_BATCH": str(kill_at_batch)}
     return subprocess.run(
-        [sys.executable, "-m", "train.decoder", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", WRAPPER, *args], env=env, capture_output=True, text=True, timeout=600
     )
 
 
-def test_cli_three_encoders_stops_and_resumes(encoder_paths, generated_datasets, tmp_path):
+def test_cli_with_three_encoders_is_killed_and_resumes(encoder_paths, generated_datasets, tmp_path):
     workdir = tmp_path / "emlnet"
-    common = [
+    args = [
         f"--encoders={','.join(encoder_paths)}",
         f"--data_dir={generated_datasets['salicon']}",
         "--dataset=salicon",
         f"--workdir={workdir}",
         "--batch_size=2",
+        "--epochs=2",
+        "--lr_decay_epochs=1",
         "--input_size=32x48",
         "--output_mode=log_density",
     ]
-    first = _cli(*common, "--epochs=1")
-    assert first.returncode == 0, first.stderr[-3000:]
-    config = json.loads((workdir / "config.json").read_text())
-    assert config["train"]["batch_size"] == 2 and config["train"]["lr_decay_epochs"] == [3]
-    assert config["train"]["learning_rate"] == decoder_training.DECODER_RECIPE.learning_rate
+    killed = _cli(args, kill_at_batch=3)  # 4 train images, 2 batches per epoch: dies in epoch 1
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (workdir / "emlnet.keras").exists()
+    assert json.loads((workdir / "backup" / "state.json").read_text())["epoch"] == 1
 
-    second = _cli(*common, "--epochs=2")  # the same run, extended: resumes after epoch 1
-    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = _cli(args)  # the same command
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from epoch 1" in resumed.stderr
     config = json.loads((workdir / "config.json").read_text())
     assert config["runtime"]["resumed_from_epoch"] == 1
+    assert config["train"]["batch_size"] == 2 and config["train"]["input_size"] == [32, 48]
+    assert config["train"]["learning_rate"] == decoder_training.DECODER_RECIPE.learning_rate
+    with open(workdir / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    np.testing.assert_allclose([float(row["learning_rate"]) for row in rows], [0.1, 0.01], rtol=1e-6)
+
     model = keras.saving.load_model(workdir / "emlnet.keras")
     assert model.output_mode == "log_density"
-    assert [name.split("_tap_")[0] for name in model.extractor.output] == ["tiny_a"] * 3 + ["tiny_b"] * 3 + [
-        "tiny_c"
-    ] * 3
+    prefixes = [name.split("_tap_")[0] for name in model.extractor.output]
+    assert prefixes == ["tiny_a"] * 3 + ["tiny_b"] * 3 + ["tiny_c"] * 3
     assert model.decoder.count_params() == 3 * (8 + 12 + 16) + 9
+
+    # the workdir belongs to this run: other settings are refused, not mixed in
+    config = dataclasses.replace(SMOKE, lr_decay_epochs=(1,))
+    with pytest.raises(ConfigMismatchError, match="output_mode"):
+        decoder_training.train_decoder(
+            encoder_paths, "salicon", generated_datasets["salicon"], config, workdir, output_mode="minmax"
+        )
+
+
+def test_module_entry_point_requires_the_encoders(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "train.decoder", "--data_dir", str(tmp_path), "--workdir", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode != 0 and "--encoders" in done.stderr
