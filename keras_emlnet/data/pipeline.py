@@ -168,16 +168,17 @@ def build_dataset(dataset, data_dir, split, *, input_size=(480, 640), batch_size
 def _flip_fn(seed):
     """Random horizontal flip of image and targets together (one Keras layer)."""
     import keras
-    import tensorflow as tf
 
     flip = keras.layers.RandomFlip("horizontal", seed=seed, name="train_flip")
 
     def apply(images, y_true):
-        # Stacking makes the flip decision shared by image, density and
-        # fixation map; the fixation map is already in the model frame, so a
-        # flip moves column c to W - 1 - c exactly.
-        stacked = flip(tf.concat([images, y_true], axis=-1), training=True)
-        return stacked[..., :3], stacked[..., 3:]
+        # One call on a dict draws one flip decision per sample and applies it
+        # to the image and to the targets (as segmentation masks: density and
+        # fixation map). The fixation map is already in the model frame, so a
+        # flip moves column c to W - 1 - c exactly. (A dict avoids the copies
+        # that stacking into one tensor and splitting it again would cost.)
+        flipped = flip({"images": images, "segmentation_masks": y_true}, training=True)
+        return flipped["images"], flipped["segmentation_masks"]
 
     return apply
 
