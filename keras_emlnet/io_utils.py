@@ -28,11 +28,20 @@ def atomic_path(path, *, suffix=None):
     os.close(fd)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            # mkstemp creates 0600; give the result the mode a plain open() would.
+            os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _full_extension(basename):
