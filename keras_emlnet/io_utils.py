@@ -30,7 +30,7 @@ def atomic_path(path, *, suffix=None):
         yield tmp
         if os.path.isfile(tmp):
             # mkstemp creates 0600; give the result the mode a plain open() would.
-            os.chmod(tmp, 0o666 & ~_current_umask())
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -38,10 +38,15 @@ def atomic_path(path, *, suffix=None):
         raise
 
 
-def _current_umask():
+def _read_umask():
+    # os.umask can only be read by setting it; do that once, at import, rather
+    # than racing other threads that create files while it is briefly 0.
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def _full_extension(basename):
