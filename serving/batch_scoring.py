@@ -205,7 +205,8 @@ def _run(config, predictor, strategy, pending, produced, summary, on_progress, l
     def step(images):
         return strategy.run(predictor.predict, args=(images,))
 
-    def local(values):
+    def on_host(values):
+        # Replica shares in replica order: together, the global batch in dataset order.
         parts = strategy.experimental_local_results(values)
         return np.concatenate([np.asarray(part) for part in parts], axis=0)
 
@@ -214,7 +215,7 @@ def _run(config, predictor, strategy, pending, produced, summary, on_progress, l
         try:
             for index, original_size, images in strategy.experimental_distribute_dataset(dataset):
                 maps = step(images)
-                index, original_size = local(index), local(original_size)
+                index, original_size = on_host(index), on_host(original_size)
                 maps = strategy.experimental_local_results(maps)
                 per_replica = len(index) // len(maps)
                 for position, item in enumerate(index):
