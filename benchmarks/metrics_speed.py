@@ -115,7 +115,8 @@ def main(argv):
     print(f"{'total':<14}{total:>9.2f}{total_median:>11.2f}")
     print(f"ratio total / target ({FLAGS.target_ms:g} ms): {total / FLAGS.target_ms:.2f} (mean), "
           f"{total_median / FLAGS.target_ms:.2f} (median); <= 1 meets the target")
-    print(f"peak RSS {peak_mib:.0f} MiB")
+    held_mib = sum(a.nbytes for pair in pairs for a in pair[:3]) / 2**20
+    print(f"peak RSS {peak_mib:.0f} MiB (of which {held_mib:.0f} MiB are the generated maps held for the run)")
     if FLAGS.out:
         from keras_emlnet.io_utils import write_json_atomic
 

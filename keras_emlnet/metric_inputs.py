@@ -38,6 +38,12 @@ def resized(saliency_map, shape):
     return imresize_lib.imresize(saliency_map, output_shape=shape)
 
 
+def fixated_indices(fixation_map):
+    """Flat indices of the fixated (> 0) pixels of a validated, non-negative fixation map."""
+    # a boolean mask first: np.flatnonzero on float64 is several times slower
+    return np.flatnonzero(fixation_map.reshape(-1) > 0)
+
+
 def blocks(*arrays):
     """Matching flat chunks of equal-shape arrays.
 

@@ -20,6 +20,7 @@ from keras_emlnet import sampled_auc
 from keras_emlnet import transport
 from keras_emlnet.metric_inputs import as_map as _as_map
 from keras_emlnet.metric_inputs import blocks as _blocks
+from keras_emlnet.metric_inputs import fixated_indices as _fixated
 from keras_emlnet.metric_inputs import min_max as _min_max
 from keras_emlnet.metric_inputs import resized as _resized
 
@@ -29,6 +30,17 @@ DEFAULT_SEED = 0
 DEFAULT_N_SPLITS = 100  # AUC_Borji.m / AUC_shuffled.m Nsplits
 DEFAULT_STEP_SIZE = 0.1  # AUC_Borji.m / AUC_shuffled.m stepSize
 EMD_DOWNSIZE = 32  # EMD.m: imresize(fixationMap, 1/downsize)
+
+
+def _shifted_sum(array, low):
+    """sum(array - low) without a full-size temporary (exact enough: no cancellation)."""
+    return float(sum(np.subtract(block, low).sum() for (block,) in _blocks(array)))
+
+
+def _dot(a, b):
+    # einsum, not np.dot: BLAS may hand a 16k-element dot to worker threads, which costs far
+    # more than the sum itself when the cores are busy.
+    return float(np.einsum("i,i->", a, b))
 
 
 def _rng(seed):
@@ -63,7 +75,7 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
     """
     fixations = _as_map(fixation_map, "fixation_map", fixations=True)
     saliency = _resized(_as_map(saliency_map, "saliency_map"), fixations.shape)
-    fixated = np.flatnonzero(fixations)
+    fixated = _fixated(fixations)
     if fixated.size == 0:
         return float("nan")
     if jitter:
@@ -75,8 +87,9 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
         normalized = _min_max(saliency)
     if normalized is None:
         return float("nan")
-    values = normalized.ravel()
+    values = normalized.reshape(-1)
     thresholds = np.sort(values[fixated])[::-1]
+    # only pixels at or above the lowest threshold can count; numpy's sort beats bucketing here
     candidates = values[values >= thresholds[-1]]
     candidates.sort()
     above = candidates.size - np.searchsorted(candidates, thresholds, side="left")
@@ -114,20 +127,25 @@ def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_siz
     """
     _check_sampling(n_splits, step_size)
     fixations = _as_map(fixation_map, "fixation_map", fixations=True)
-    fixated = np.flatnonzero(fixations)
+    fixated = _fixated(fixations)
     if fixated.size <= 1:
         return float("nan")
     saliency, low, spread = _saliency_range(saliency_map, fixations)
     if spread == 0:
         return float("nan")
-    positives = (saliency.ravel()[fixated] - low) / spread
-    # negatives come from every pixel: sort once, then normalise (monotone, keeps the order)
-    pool = np.sort(saliency, axis=None)
-    pool -= low
-    pool /= spread
-    return sampled_auc.random_negatives_auc(
-        positives, pool, positives.size, step=step_size, replace=True, n_splits=n_splits, rng=_rng(seed)
-    )
+    values = saliency.reshape(-1)
+    positives = (values[fixated] - low) / spread
+    if n_splits is None:
+        # negatives come from every pixel: sort once, then normalise (monotone, keeps the order)
+        pool = np.sort(values)
+        pool -= low
+        pool /= spread
+        return sampled_auc.expected_auc(positives, pool, positives.size, step=step_size, replace=True)
+    draws = _rng(seed).integers(0, values.size, size=(int(n_splits), positives.size))  # randi
+    negatives = values[draws]
+    negatives -= low
+    negatives /= spread
+    return float(np.mean(sampled_auc.split_aucs(positives, negatives, step_size)))
 
 
 def auc_shuffled(
@@ -155,19 +173,21 @@ def auc_shuffled(
     others = _as_map(other_map, "other_map", fixations=True)
     if others.shape != fixations.shape:
         raise ValueError(f"other_map shape {others.shape} differs from fixation_map shape {fixations.shape}")
-    fixated = np.flatnonzero(fixations)
+    fixated = _fixated(fixations)
     if fixated.size == 0:
         return float("nan")
     saliency, low, spread = _saliency_range(saliency_map, fixations)
-    others = np.flatnonzero(others)
+    others = _fixated(others)
     if spread == 0 or others.size == 0:
         return float("nan")
-    values = saliency.ravel()
+    values = saliency.reshape(-1)
     positives = (values[fixated] - low) / spread
     pool = np.sort((values[others] - low) / spread)
-    return sampled_auc.random_negatives_auc(
-        positives, pool, min(positives.size, pool.size), step=step_size, replace=False, n_splits=n_splits,
-        rng=_rng(seed),
+    num_draws = min(positives.size, pool.size)
+    if n_splits is None:
+        return sampled_auc.expected_auc(positives, pool, num_draws, step=step_size, replace=False)
+    return sampled_auc.sampled_auc_without_replacement(
+        positives, pool, num_draws, step=step_size, n_splits=int(n_splits), rng=_rng(seed)
     )
 
 
@@ -182,9 +202,9 @@ def nss(saliency_map, fixation_map):
     """
     fixations = _as_map(fixation_map, "fixation_map", fixations=True)
     saliency = _resized(_as_map(saliency_map, "saliency_map"), fixations.shape)
-    fixated = np.flatnonzero(fixations)
+    fixated = _fixated(fixations)
     mean = saliency.mean()
-    squares = sum(float(np.dot(d, d)) for d in (block - mean for (block,) in _blocks(saliency)))
+    squares = sum(_dot(d, d) for d in (block - mean for (block,) in _blocks(saliency)))
     std = np.sqrt(squares / (saliency.size - 1)) if saliency.size > 1 else 0.0
     if std == 0 or fixated.size == 0:
         return float("nan")
@@ -206,9 +226,9 @@ def cc(saliency_map, density_map):
     cross = saliency_squares = density_squares = 0.0
     for s_block, d_block in _blocks(saliency, density):
         a, b = s_block - saliency_mean, d_block - density_mean
-        cross += np.dot(a, b)
-        saliency_squares += np.dot(a, a)
-        density_squares += np.dot(b, b)
+        cross += _dot(a, b)
+        saliency_squares += _dot(a, a)
+        density_squares += _dot(b, b)
     denominator = np.sqrt(saliency_squares * density_squares)
     if denominator == 0:
         return float("nan")
@@ -238,12 +258,16 @@ def kld(saliency_map, density_map):
         ratio += EPS
         np.divide(q, ratio, out=ratio)
         ratio += EPS  # MATLAB's eps + map2 ./ (map1 + eps)
-        if np.any((ratio < 0) & (q != 0)):
-            raise ValueError("kld: the saliency map has negative values where the density is positive (complex log)")
         with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(ratio, out=ratio)
-        score += np.dot(q, ratio)
+            np.log(ratio, out=ratio)  # NaN where the ratio is negative
+        score += _dot(q, ratio)
+    if np.isnan(score) and _has_negative_ratio(saliency / p_total, density / q_total):
+        raise ValueError("kld: the saliency map has negative values where the density is positive (complex log)")
     return float(score)
+
+
+def _has_negative_ratio(p, q):
+    return bool(np.any(((EPS + q / (p + EPS)) < 0) & (q != 0)))
 
 
 def sim(saliency_map, density_map):
@@ -258,25 +282,24 @@ def sim(saliency_map, density_map):
     """
     density = _as_map(density_map, "density_map")
     saliency = _resized(_as_map(saliency_map, "saliency_map"), density.shape)
-    scalings = []  # (low, divisor) of MATLAB's minmax-then-sum normalisation per map
+    offsets, divisors = [], []  # MATLAB's (map - min) / (max - min) / sum(...), per map
     for array in (saliency, density):
-        if not array.any():  # a zero map stays zero
-            scalings.append((0.0, 1.0))
+        low, high = array.min(), array.max()
+        if low == high == 0:  # an all-zero map stays zero
+            offsets.append(0.0)
+            divisors.append(1.0)
             continue
-        low, spread = array.min(), array.max() - array.min()
-        if spread == 0:
+        if low == high:
             return float("nan")
-        total = sum(np.subtract(block, low).sum() for (block,) in _blocks(array)) / spread
-        scalings.append((low, spread, total))
+        offsets.append(low)
+        divisors.append(_shifted_sum(array, low))  # = (max - min) * sum(minmax map)
     score = 0.0
-    for blocks in _blocks(saliency, density):
-        normalized = []
-        for block, scaling in zip(blocks, scalings):
-            block = np.subtract(block, scaling[0])
-            for divisor in scaling[1:]:
-                block /= divisor
-            normalized.append(block)
-        score += np.minimum(*normalized, out=normalized[0]).sum()
+    for s_block, d_block in _blocks(saliency, density):
+        a = np.subtract(s_block, offsets[0])
+        a /= divisors[0]
+        b = np.subtract(d_block, offsets[1])
+        b /= divisors[1]
+        score += np.minimum(a, b, out=a).sum()
     return float(score)
 
 
@@ -314,7 +337,7 @@ def info_gain(saliency_map, fixation_map, baseline_map):
         IG; NaN for a constant saliency or baseline map, or no fixations.
     """
     fixations = _as_map(fixation_map, "fixation_map", fixations=True)
-    fixated = np.flatnonzero(fixations)
+    fixated = _fixated(fixations)
     if fixated.size == 0:
         return float("nan")
     logs = []
@@ -323,8 +346,7 @@ def info_gain(saliency_map, fixation_map, baseline_map):
         low, spread = array.min(), array.max() - array.min()
         if spread == 0:
             return float("nan")
-        # sum of MATLAB's minmax map, without materialising it
-        total = sum(np.subtract(block, low).sum() for (block,) in _blocks(array)) / spread
+        total = _shifted_sum(array, low) / spread  # sum of MATLAB's minmax map
         at_fixations = (array.ravel()[fixated] - low) / spread
         logs.append(np.log2(EPS + at_fixations / total))
     return float(np.mean(logs[0] - logs[1]))

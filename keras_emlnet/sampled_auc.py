@@ -12,14 +12,15 @@ we group the pool into "atoms": each value within `_GRID_SLACK_ULPS` ulps of a g
 k*step is its own atom, and the values strictly between two such windows form one atom. All
 values of an atom compare identically with every threshold MATLAB can produce, and give the
 same thresholds when they are the split's maximum, so one split is fully described by how many
-of its `m` draws fall in each atom. That gives both modes:
+of its `m` draws fall in each atom. That gives:
 
-- sampling: per split, atom counts drawn from the multinomial (with replacement) or the
-  multivariate hypergeometric (without replacement) distribution: the same law as MATLAB's
-  `randi`/`randperm` draws, from `numpy.random.Generator`.
-- expectation: E[AUC] = sum over atoms i of E[AUC ; highest drawn atom = i]; AUC is linear in
-  fp for fixed thresholds, and E[#draws >= t ; all draws in atoms <= i] has a closed form
-  (binomial or hypergeometric), so the expectation over all random splits is exact.
+- expectation (`expected_auc`): E[AUC] = sum over atoms i of E[AUC ; highest drawn atom = i];
+  AUC is linear in fp for fixed thresholds, and E[#draws >= t ; all draws in atoms <= i] has a
+  closed form (binomial or hypergeometric), so the expectation over all random splits is exact.
+- sampling without replacement (`sampled_auc_without_replacement`): per split, atom counts from
+  the multivariate hypergeometric distribution, the law of MATLAB's `randperm` draws.
+
+Sampling with replacement (`split_aucs`) takes the drawn values themselves, as MATLAB does.
 """
 
 import math
@@ -116,10 +117,8 @@ class _Protocol:
         self.first_atom = np.searchsorted(self.values, self.thresholds, side="left")
 
     def sampled(self, n_splits, rng):
-        if self.replace:
-            draws = rng.multinomial(self.num_draws, self.counts / self.pool_size, size=n_splits)
-        else:
-            draws = rng.multivariate_hypergeometric(self.counts, self.num_draws, size=n_splits)
+        # the atom counts of a randperm draw follow the multivariate hypergeometric law
+        draws = rng.multivariate_hypergeometric(self.counts, self.num_draws, size=n_splits)
         top_atom = self.counts.size - 1 - np.argmax(draws[:, ::-1] > 0, axis=1)
         at_or_above = np.concatenate(
             [np.cumsum(draws[:, ::-1], axis=1)[:, ::-1], np.zeros((n_splits, 1))], axis=1
@@ -171,23 +170,45 @@ def _hypergeometric_none_outside(good, total, draws):
     return np.where(ok, np.exp(log_ratio), 0.0)
 
 
-def random_negatives_auc(positives, sorted_pool, num_draws, *, step, replace, n_splits, rng):
-    """Mean AUC over random negative draws, or its exact expectation when n_splits is None.
+def expected_auc(positives, sorted_pool, num_draws, *, step, replace):
+    """Exact expectation over random splits of the AUC against drawn negatives.
 
     Args:
         positives: 1-D normalised saliency values at the fixations (MATLAB's Sth), non-empty.
-        sorted_pool: 1-D normalised values the negatives are drawn from, sorted ascending,
-            non-empty.
-        num_draws: negatives per split (m >= 1; at most pool.size when replace is False).
+        sorted_pool: 1-D normalised values the negatives are drawn from, ascending, non-empty.
+        num_draws: negatives per split (m >= 1; at most the pool size when replace is False).
         step: threshold step (MATLAB's stepSize).
-        replace: draw with replacement (Borji) or without (shuffled).
-        n_splits: number of random splits, or None for the exact expectation.
-        rng: numpy Generator used when sampling.
+        replace: draws with replacement (AUC-Borji's randi) or without (shuffled AUC's randperm).
 
     Returns:
-        The AUC as a float.
+        E[AUC] as a float.
     """
-    protocol = _Protocol(positives, sorted_pool, num_draws, step, replace)
-    if n_splits is None:
-        return protocol.expected()
-    return protocol.sampled(n_splits, rng)
+    return _Protocol(positives, sorted_pool, num_draws, step, replace).expected()
+
+
+def sampled_auc_without_replacement(positives, sorted_pool, num_draws, *, step, n_splits, rng):
+    """Mean AUC over `n_splits` random draws without replacement (shuffled AUC's splits).
+
+    Args as in `expected_auc`, plus `n_splits` and the numpy Generator `rng`.
+    """
+    return _Protocol(positives, sorted_pool, num_draws, step, replace=False).sampled(n_splits, rng)
+
+
+def split_aucs(positives, negatives, step):
+    """AUC of each random split, exactly as AUC_Borji.m's loop computes it.
+
+    Args:
+        positives: 1-D normalised saliency values at the fixations (Sth).
+        negatives: (n_splits, m) normalised values drawn for each split.
+        step: threshold step.
+
+    Returns:
+        (n_splits,) float64 array of AUCs.
+    """
+    positives = np.sort(positives)
+    limits = np.maximum(positives[-1], negatives.max(axis=1))
+    thresholds = matlab_colon_from_zero(limits, step)  # each split has its own last bits
+    tp = _count_at_least(positives, thresholds) / positives.size
+    ordered = np.sort(negatives, axis=1)
+    counts = np.array([_count_at_least(row, row_thresholds) for row, row_thresholds in zip(ordered, thresholds)])
+    return _trapezoid_auc(counts / negatives.shape[1], tp, 1.0)

@@ -9,7 +9,12 @@ import itertools
 import numpy as np
 import pytest
 
-from keras_emlnet.sampled_auc import matlab_colon_from_zero, random_negatives_auc
+from keras_emlnet.sampled_auc import (
+    expected_auc,
+    matlab_colon_from_zero,
+    sampled_auc_without_replacement,
+    split_aucs,
+)
 from tests.matlab_metrics_reference import colon as colon_reference
 from tests.matlab_metrics_reference import split_auc as split_auc_reference
 
@@ -46,7 +51,7 @@ def test_expectation_with_replacement_equals_enumeration():
     m = positives.size
     draws = itertools.product(range(pool.size), repeat=m)  # 7^3 equally likely splits
     exact = np.mean([split_auc_reference(positives, pool[list(d)], STEP) for d in draws])
-    got = random_negatives_auc(positives, np.sort(pool), m, step=STEP, replace=True, n_splits=None, rng=None)
+    got = expected_auc(positives, np.sort(pool), m, step=STEP, replace=True)
     assert got == pytest.approx(exact, abs=1e-12)
 
 
@@ -55,7 +60,7 @@ def test_expectation_without_replacement_equals_enumeration():
     m = 2  # MATLAB takes the first m of randperm: every m-subset equally likely
     subsets = itertools.combinations(range(pool.size), m)
     exact = np.mean([split_auc_reference(positives, pool[list(s)], STEP) for s in subsets])
-    got = random_negatives_auc(positives, np.sort(pool), m, step=STEP, replace=False, n_splits=None, rng=None)
+    got = expected_auc(positives, np.sort(pool), m, step=STEP, replace=False)
     assert got == pytest.approx(exact, abs=1e-12)
 
 
@@ -74,17 +79,26 @@ def test_last_bit_of_the_threshold_decides_ties(negatives, expected):
     positives = np.array([0.55, 0.55])
     negatives = np.array(negatives)
     assert split_auc_reference(positives, negatives, STEP) == pytest.approx(expected, abs=1e-15)
-    got = random_negatives_auc(positives, negatives, 2, step=STEP, replace=False, n_splits=None, rng=None)
-    assert got == pytest.approx(expected, abs=1e-15)
+    assert expected_auc(positives, negatives, 2, step=STEP, replace=False) == pytest.approx(expected, abs=1e-15)
+    assert split_aucs(positives, negatives[None, :], STEP)[0] == pytest.approx(expected, abs=1e-15)
+
+
+def test_split_aucs_equal_the_port_split_by_split():
+    rng = np.random.default_rng(2)
+    pool = np.round(rng.random(200) * 20) / 20  # ties, some exactly on the grid
+    positives = np.round(rng.random(15) * 20) / 20
+    negatives = pool[rng.integers(0, pool.size, (300, positives.size))]
+    expected = [split_auc_reference(positives, row, STEP) for row in negatives]
+    np.testing.assert_allclose(split_aucs(positives, negatives, STEP), expected, rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("replace", [True, False])
-def test_sampled_mean_matches_literal_port_and_expectation(replace):
+def test_expectation_matches_mean_of_port_splits(replace):
     rng = np.random.default_rng(3)
     pool = np.sort(np.round(rng.random(300) ** 2 * 40) / 40)  # many ties, some on the grid
     positives = np.round(rng.random(25) * 40) / 40
     m = positives.size
-    expected = random_negatives_auc(positives, pool, m, step=STEP, replace=replace, n_splits=None, rng=None)
+    expected = expected_auc(positives, pool, m, step=STEP, replace=replace)
     draws = 3000
     port = []
     for _ in range(draws):
@@ -93,16 +107,17 @@ def test_sampled_mean_matches_literal_port_and_expectation(replace):
     port = np.array(port)
     standard_error = port.std(ddof=1) / np.sqrt(draws)
     assert abs(port.mean() - expected) < 4 * standard_error
-    sampled = random_negatives_auc(
-        positives, pool, m, step=STEP, replace=replace, n_splits=draws, rng=np.random.default_rng(0)
-    )
-    assert abs(sampled - expected) < 4 * standard_error
+    if not replace:
+        sampled = sampled_auc_without_replacement(
+            positives, pool, m, step=STEP, n_splits=draws, rng=np.random.default_rng(0)
+        )
+        assert abs(sampled - expected) < 4 * standard_error
 
 
 def test_sampling_is_reproducible_with_a_seed():
     pool, positives = _pool_and_positives()
     runs = [
-        random_negatives_auc(positives, np.sort(pool), 3, step=STEP, replace=True, n_splits=10, rng=np.random.default_rng(7))
+        sampled_auc_without_replacement(positives, np.sort(pool), 3, step=STEP, n_splits=10, rng=np.random.default_rng(7))
         for _ in range(2)
     ]
     assert runs[0] == runs[1]
