@@ -30,10 +30,17 @@ DEFAULT_SEED = 0
 DEFAULT_N_SPLITS = 100  # AUC_Borji.m / AUC_shuffled.m Nsplits
 DEFAULT_STEP_SIZE = 0.1  # AUC_Borji.m / AUC_shuffled.m stepSize
 EMD_DOWNSIZE = 32  # EMD.m: imresize(fixationMap, 1/downsize)
+# sum(x) - n*min(x) is used for sum(x - min(x)) while it loses < 3 digits (error < ~1e-12).
+_MAX_CANCELLATION = 1e3
 
 
 def _shifted_sum(array, low):
-    """sum(array - low) without a full-size temporary (exact enough: no cancellation)."""
+    """sum(array - low): sum(array) - n * low unless that subtraction would cancel digits."""
+    total = float(array.sum())
+    offset = array.size * float(low)
+    shifted = total - offset
+    if abs(total) + abs(offset) <= _MAX_CANCELLATION * abs(shifted):
+        return shifted
     return float(sum(np.subtract(block, low).sum() for (block,) in _blocks(array)))
 
 
@@ -79,20 +86,22 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
     if fixated.size == 0:
         return float("nan")
     if jitter:
-        noise = _rng(seed).random(saliency.shape)
-        noise /= JUDD_JITTER_DIVISOR
-        saliency = np.add(saliency, noise, out=noise)
-        normalized = _min_max(saliency, inplace=True)
+        values = _rng(seed).random(saliency.size)
+        values /= JUDD_JITTER_DIVISOR
+        values += saliency.reshape(-1)
     else:
-        normalized = _min_max(saliency)
-    if normalized is None:
+        values = saliency.flatten()
+    fixated_values = values[fixated]
+    # Sort the raw map once: min-max normalisation is monotone, so normalising the sorted
+    # values gives MATLAB's normalised map in sorted order, and counting #{S >= t} is a search.
+    values.sort()
+    low, spread = values[0], values[-1] - values[0]
+    if spread == 0:
         return float("nan")
-    values = normalized.reshape(-1)
-    thresholds = np.sort(values[fixated])[::-1]
-    # only pixels at or above the lowest threshold can count; numpy's sort beats bucketing here
-    candidates = values[values >= thresholds[-1]]
-    candidates.sort()
-    above = candidates.size - np.searchsorted(candidates, thresholds, side="left")
+    values -= low
+    values /= spread
+    thresholds = np.sort((fixated_values - low) / spread)[::-1]
+    above = values.size - np.searchsorted(values, thresholds, side="left")
     num_fix, num_pix = thresholds.size, values.size
     ranks = np.arange(1, num_fix + 1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -105,6 +105,14 @@ def test_info_gain_matches_port(maps):
     assert got == pytest.approx(ref.info_gain(maps["sal"], maps["fix"], maps["base"]), rel=1e-12)
 
 
+def test_large_offsets_follow_the_port(maps):
+    # sum(x - min) must not be taken as sum(x) - n*min when that cancels most digits
+    shifted = maps["sal"] + 1e9
+    assert metrics.sim(shifted, maps["den"]) == pytest.approx(ref.sim(shifted, maps["den"]), rel=1e-9)
+    got = metrics.info_gain(shifted, maps["fix"], maps["base"] + 1e9)
+    assert got == pytest.approx(ref.info_gain(shifted, maps["fix"], maps["base"] + 1e9), rel=1e-9)
+
+
 def test_metrics_resize_the_saliency_map_first(maps):
     small = maps["sal"][::2, ::3].copy()  # 12 x 11 -> resized to 24 x 32
     big = imresize(small, output_shape=SHAPE)
