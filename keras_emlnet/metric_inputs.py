@@ -53,13 +53,3 @@ def blocks(*arrays):
     flats = [array.reshape(-1) for array in arrays]
     for start in range(0, flats[0].size, BLOCK_SIZE):
         yield [flat[start : start + BLOCK_SIZE] for flat in flats]
-
-
-def min_max(array, *, inplace=False):
-    """(array - min) / (max - min), or None where MATLAB's result would be all NaN."""
-    low, high = array.min(), array.max()
-    if high == low:
-        return None
-    out = np.subtract(array, low, out=array if inplace else None)
-    out /= high - low
-    return out

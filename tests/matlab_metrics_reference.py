@@ -6,6 +6,7 @@ Inputs must already have the ground truth's size (imresize is tested on its own)
 """
 
 import numpy as np
+import scipy.ndimage
 
 EPS = np.finfo(float).eps
 
@@ -93,3 +94,16 @@ def info_gain(sal, fix, base):
     p, b = p / p.sum(), b / b.sum()
     locs = fix.ravel().astype(bool)
     return np.mean(np.log2(EPS + p[locs]) - np.log2(EPS + b[locs]))
+
+
+def example_maps(shape):
+    """Smooth saliency, binary fixations, blurred density, other fixations, a baseline."""
+    rng = np.random.default_rng(0)
+    saliency = scipy.ndimage.gaussian_filter(rng.random(shape), 2.0)
+    fixations = np.zeros(shape)
+    fixations[rng.integers(0, shape[0], 20), rng.integers(0, shape[1], 20)] = 1
+    density = scipy.ndimage.gaussian_filter(fixations, 2.0)
+    others = np.zeros(shape)
+    others[rng.integers(0, shape[0], 60), rng.integers(0, shape[1], 60)] = 1
+    baseline = scipy.ndimage.gaussian_filter(others, 4.0) + 1e-3
+    return {"sal": saliency, "fix": fixations, "den": density, "oth": others, "base": baseline}

@@ -1,0 +1,168 @@
+"""ROC-area saliency metrics of the MIT benchmark: AUC-Judd, AUC-Borji and shuffled AUC.
+
+Public through `keras_emlnet.metrics` (see its docstring for conventions). AUC-Judd uses every
+non-fixated pixel as a negative; AUC-Borji and shuffled AUC draw negatives at random, split by
+split (`keras_emlnet.sampled_auc` holds the thresholds and the exact expectation).
+"""
+
+import numpy as np
+
+from keras_emlnet import sampled_auc
+from keras_emlnet.metric_inputs import as_map as _as_map
+from keras_emlnet.metric_inputs import fixated_indices as _fixated
+from keras_emlnet.metric_inputs import resized as _resized
+
+JUDD_JITTER_DIVISOR = 10_000_000  # AUC_Judd.m: rand(size) / 10000000
+DEFAULT_SEED = 0
+DEFAULT_N_SPLITS = 100  # AUC_Borji.m / AUC_shuffled.m Nsplits
+DEFAULT_STEP_SIZE = 0.1  # AUC_Borji.m / AUC_shuffled.m stepSize
+
+
+def _rng(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(DEFAULT_SEED if seed is None else seed)
+
+
+def _check_sampling(n_splits, step_size):
+    if n_splits is not None and (int(n_splits) != n_splits or n_splits < 1):
+        raise ValueError(f"n_splits must be None or a positive integer, got {n_splits!r}")
+    if not (np.isfinite(step_size) and step_size >= sampled_auc.MIN_STEP_SIZE):
+        raise ValueError(f"step_size must be finite and >= {sampled_auc.MIN_STEP_SIZE}, got {step_size!r}")
+
+
+def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
+    """AUC-Judd: ROC area with every non-fixated pixel as a negative (AUC_Judd.m).
+
+    Formula:
+        S = minmax(saliency + U[0,1)/1e7 if jitter), thresholds t_i = sorted S at fixations
+        tp_i = i / N_fix,  fp_i = (#{S >= t_i} - i) / (N_pix - N_fix)
+        AUC = trapz([0, fp, 1], [0, tp, 1])
+
+    Args:
+        saliency_map: 2-D prediction (resized to the fixation map's size).
+        fixation_map: 2-D binary map, fixated pixels > 0.
+        jitter: add MATLAB's tiny uniform noise to break ties.
+        seed: int, Generator or None (DEFAULT_SEED) for the jitter.
+
+    Returns:
+        The AUC; NaN without fixations, for a constant map, or when every pixel is fixated.
+    """
+    fixations = _as_map(fixation_map, "fixation_map", fixations=True)
+    saliency = _resized(_as_map(saliency_map, "saliency_map"), fixations.shape)
+    fixated = _fixated(fixations)
+    if fixated.size == 0:
+        return float("nan")
+    if jitter:
+        values = _rng(seed).random(saliency.size)
+        values /= JUDD_JITTER_DIVISOR
+        values += saliency.reshape(-1)
+    else:
+        values = saliency.flatten()
+    fixated_values = values[fixated]
+    # Sort the raw map once: min-max normalisation is monotone, so normalising the sorted
+    # values gives MATLAB's normalised map in sorted order, and counting #{S >= t} is a search.
+    values.sort()
+    low, spread = values[0], values[-1] - values[0]
+    if spread == 0:
+        return float("nan")
+    values -= low
+    values /= spread
+    thresholds = np.sort((fixated_values - low) / spread)[::-1]
+    above = values.size - np.searchsorted(values, thresholds, side="left")
+    num_fix, num_pix = thresholds.size, values.size
+    ranks = np.arange(1, num_fix + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fp = np.concatenate([[0.0], (above - ranks) / (num_pix - num_fix), [1.0]])
+    tp = np.concatenate([[0.0], ranks / num_fix, [1.0]])
+    return float(np.sum(np.diff(fp) * (tp[:-1] + tp[1:])) / 2.0)
+
+
+def _saliency_range(saliency_map, fixations):
+    """Resized saliency map and its (min, max - min); range 0 means MATLAB's all-NaN map."""
+    saliency = _resized(_as_map(saliency_map, "saliency_map"), fixations.shape)
+    low = saliency.min()
+    return saliency, low, saliency.max() - low
+
+
+def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None):
+    """AUC-Borji: negatives drawn uniformly, with replacement, from all pixels (AUC_Borji.m).
+
+    Formula:
+        per split: N_fix negatives r ~ U(pixels); thresholds fliplr(0:step:max([Sth; S(r)]))
+        tp = mean(Sth >= t), fp = mean(S(r) >= t); AUC = mean over splits of trapz(fp, tp)
+
+    Args:
+        saliency_map: 2-D prediction (resized to the fixation map's size, then min-max).
+        fixation_map: 2-D binary map, fixated pixels > 0.
+        n_splits: number of random splits, or None for the exact expectation over splits.
+        step_size: threshold step.
+        seed: int, Generator or None (DEFAULT_SEED) for the draws.
+
+    Returns:
+        The AUC; NaN for fewer than two fixations or a constant map.
+    """
+    _check_sampling(n_splits, step_size)
+    fixations = _as_map(fixation_map, "fixation_map", fixations=True)
+    fixated = _fixated(fixations)
+    if fixated.size <= 1:
+        return float("nan")
+    saliency, low, spread = _saliency_range(saliency_map, fixations)
+    if spread == 0:
+        return float("nan")
+    values = saliency.reshape(-1)
+    positives = (values[fixated] - low) / spread
+    if n_splits is None:
+        # negatives come from every pixel: sort once, then normalise (monotone, keeps the order)
+        pool = np.sort(values)
+        pool -= low
+        pool /= spread
+        return sampled_auc.expected_auc(positives, pool, positives.size, step=step_size, replace=True)
+    draws = _rng(seed).integers(0, values.size, size=(int(n_splits), positives.size))  # randi
+    negatives = values[draws]
+    negatives -= low
+    negatives /= spread
+    return float(np.mean(sampled_auc.split_aucs(positives, negatives, step_size)))
+
+
+def auc_shuffled(
+    saliency_map, fixation_map, other_map, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None
+):
+    """Shuffled AUC: negatives are other images' fixations, drawn without replacement (AUC_shuffled.m).
+
+    Formula:
+        per split: min(N_fix, N_other) locations drawn without replacement from other_map > 0
+        thresholds fliplr(0:step:max([Sth; negatives])); AUC = mean over splits of trapz(fp, tp)
+
+    Args:
+        saliency_map: 2-D prediction (resized to the fixation map's size, then min-max).
+        fixation_map: 2-D binary map, fixated pixels > 0.
+        other_map: 2-D binary map of the same shape (union of other images' fixations).
+        n_splits: number of random splits, or None for the exact expectation over splits.
+        step_size: threshold step.
+        seed: int, Generator or None (DEFAULT_SEED) for the draws.
+
+    Returns:
+        The AUC; NaN without fixations, for a constant map, or an other_map without fixations.
+    """
+    _check_sampling(n_splits, step_size)
+    fixations = _as_map(fixation_map, "fixation_map", fixations=True)
+    others = _as_map(other_map, "other_map", fixations=True)
+    if others.shape != fixations.shape:
+        raise ValueError(f"other_map shape {others.shape} differs from fixation_map shape {fixations.shape}")
+    fixated = _fixated(fixations)
+    if fixated.size == 0:
+        return float("nan")
+    saliency, low, spread = _saliency_range(saliency_map, fixations)
+    others = _fixated(others)
+    if spread == 0 or others.size == 0:
+        return float("nan")
+    values = saliency.reshape(-1)
+    positives = (values[fixated] - low) / spread
+    pool = np.sort((values[others] - low) / spread)
+    num_draws = min(positives.size, pool.size)
+    if n_splits is None:
+        return sampled_auc.expected_auc(positives, pool, num_draws, step=step_size, replace=False)
+    return sampled_auc.sampled_auc_without_replacement(
+        positives, pool, num_draws, step=step_size, n_splits=int(n_splits), rng=_rng(seed)
+    )

@@ -1,0 +1,81 @@
+"""AUC-Judd, AUC-Borji and shuffled AUC (keras_emlnet.auc, public via keras_emlnet.metrics)
+against hand-computed ROC curves, line-by-line MATLAB ports and exhaustive enumeration."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from keras_emlnet import metrics
+from tests import matlab_metrics_reference as ref
+
+SHAPE = (24, 32)
+
+
+@pytest.fixture(scope="module")
+def maps():
+    return ref.example_maps(SHAPE)
+
+
+def test_auc_judd_hand_case():
+    # fixations at 1.0 and 0.3; negatives 0, .4, .2, .6 -> thresholds 1.0: (fp 0, tp .5),
+    # 0.3: four values >= .3, two of them fixations -> (fp 2/4, tp 1); trapz -> .375 + .5
+    sal = np.array([[0.0, 0.4, 0.3], [1.0, 0.2, 0.6]])
+    fix = np.array([[0, 0, 1], [1, 0, 0]])
+    assert metrics.auc_judd(sal, fix, jitter=False) == pytest.approx(0.875, abs=1e-15)
+
+
+def test_auc_judd_matches_port_without_and_with_jitter(maps):
+    sal, fix = maps["sal"], maps["fix"]
+    assert metrics.auc_judd(sal, fix, jitter=False) == pytest.approx(ref.auc_judd(sal, fix), abs=1e-14)
+    noise = np.random.default_rng(5).random(SHAPE)  # the documented jitter: default_rng(seed).random
+    assert metrics.auc_judd(sal, fix, seed=5) == pytest.approx(ref.auc_judd(sal, fix, noise), abs=1e-14)
+
+
+def test_auc_borji_expectation_equals_enumeration_of_all_draws():
+    sal = np.array([[0.0, 0.2, 0.6], [0.6, 1.0, 0.35]])  # on-grid values: MATLAB ties matter
+    fix = np.array([[0, 0, 1], [0, 0, 1]])
+    values = ref.normalized_for_auc(sal)
+    positives = values[fix.ravel() > 0]
+    draws = itertools.product(range(values.size), repeat=positives.size)  # 36 equally likely
+    exact = np.mean([ref.split_auc(positives, values[list(d)], 0.1) for d in draws])
+    assert metrics.auc_borji(sal, fix, n_splits=None) == pytest.approx(exact, abs=1e-13)
+
+
+def test_auc_shuffled_expectation_equals_enumeration_of_all_draws():
+    sal = np.array([[0.0, 0.2, 0.6], [0.6, 1.0, 0.35]])
+    fix = np.array([[0, 0, 1], [0, 0, 1]])
+    other = np.array([[1, 1, 0], [1, 1, 1]])  # 5 locations, 2 drawn without replacement
+    values = ref.normalized_for_auc(sal)
+    positives, pool = values[fix.ravel() > 0], values[other.ravel() > 0]
+    exact = np.mean([ref.split_auc(positives, pool[list(c)], 0.1) for c in itertools.combinations(range(5), 2)])
+    assert metrics.auc_shuffled(sal, fix, other, n_splits=None) == pytest.approx(exact, abs=1e-13)
+
+
+@pytest.mark.parametrize("name", ["auc_borji", "auc_shuffled"])
+def test_expectation_equals_mean_of_seeded_splits_within_standard_error(maps, name):
+    args = (maps["sal"], maps["fix"]) + ((maps["oth"],) if name == "auc_shuffled" else ())
+    fn = getattr(metrics, name)
+    expected = fn(*args, n_splits=None)
+    means = np.array([fn(*args, n_splits=25, seed=seed) for seed in range(200)])
+    standard_error = means.std(ddof=1) / np.sqrt(means.size)
+    assert standard_error > 0
+    assert abs(means.mean() - expected) < 4 * standard_error
+    assert fn(*args, seed=3) == fn(*args, seed=3)  # seeded runs repeat exactly
+    assert fn(*args) == fn(*args, seed=metrics.DEFAULT_SEED)
+
+
+def test_auc_borji_split_law_matches_port_draws(maps):
+    # MATLAB's randi over all pixels, split by split, averages to the exact expectation
+    values = ref.normalized_for_auc(maps["sal"])
+    positives = values[maps["fix"].ravel() > 0]
+    rng = np.random.default_rng(9)
+    port = np.array([ref.split_auc(positives, values[rng.integers(0, values.size, positives.size)], 0.1) for _ in range(1500)])
+    expected = metrics.auc_borji(maps["sal"], maps["fix"], n_splits=None)
+    assert abs(port.mean() - expected) < 4 * port.std(ddof=1) / np.sqrt(port.size)
+
+
+def test_auc_judd_ties_follow_the_port(maps):
+    # 8-bit style map: many pixels share each fixation's value (all counted by S >= t)
+    sal = np.round(maps["sal"] / maps["sal"].max() * 12)
+    assert metrics.auc_judd(sal, maps["fix"], jitter=False) == pytest.approx(ref.auc_judd(sal, maps["fix"]), abs=1e-14)
