@@ -28,9 +28,6 @@ import scipy.sparse
 
 KEYS_A = -0.5  # Keys' cubic convolution parameter used by MATLAB's 'bicubic'
 KERNEL_WIDTH = 4.0  # support of the cubic kernel in input pixels at scale 1
-# Weight matrices at least this full multiply as dense arrays (BLAS beats sparse kernels there:
-# strong shrinking such as EMD's 1/32 has ~130 taps per output pixel).
-_DENSE_FILL = 0.05
 
 
 def keys_cubic(x):
@@ -81,16 +78,6 @@ def resize_weights(in_length, out_length, scale):
     matrix.sum_duplicates()
     matrix.data.setflags(write=False)
     return matrix
-
-
-@functools.lru_cache(maxsize=64)
-def _resize_operator(in_length, out_length, scale):
-    weights = resize_weights(in_length, out_length, scale)
-    if weights.nnz < _DENSE_FILL * in_length * out_length:
-        return weights
-    dense = weights.toarray()
-    dense.setflags(write=False)
-    return dense
 
 
 def _check_image(image):
@@ -144,8 +131,10 @@ def imresize(image, *, output_shape=None, scale=None):
     shape, scales = output_shape_and_scale(array.shape, output_shape=output_shape, scale=scale)
     if shape == array.shape and scales == (1.0, 1.0):
         return array.copy()
-    row_weights = _resize_operator(array.shape[0], shape[0], scales[0])
-    col_weights = _resize_operator(array.shape[1], shape[1], scales[1])
+    # sparse products, single-threaded: dense BLAS is faster on an idle machine for strong
+    # shrinking, but its worker threads stall badly (~50x) when the cores are busy
+    row_weights = resize_weights(array.shape[0], shape[0], scales[0])
+    col_weights = resize_weights(array.shape[1], shape[1], scales[1])
     # MATLAB resizes along the dimension with the smaller scale first (rows on ties).
     if scales[0] <= scales[1]:
         return np.asarray((col_weights @ (row_weights @ array).T).T)
