@@ -9,7 +9,7 @@ train.encoder` is a thin CLI over `train_encoder`.
 import os
 
 from keras_emlnet import data as data_lib
-from keras_emlnet import keras_metrics, training
+from keras_emlnet import io_utils, keras_metrics, training
 from keras_emlnet.backbones import get_backbone
 from keras_emlnet.encoder import build_encoder
 from keras_emlnet.losses import EMLLoss
@@ -21,6 +21,7 @@ ENCODER_RECIPE = training.TrainConfig(
     epochs=10, batch_size=8, learning_rate=0.01, lr_decay_epochs=(5,), input_size=(480, 640)
 )
 ENCODER_FILE = "encoder.keras"
+BAD_SAMPLES_FILE = "bad_samples.json"
 EVAL_METRICS = (keras_metrics.NSS, keras_metrics.CC, keras_metrics.KLD, keras_metrics.SIM)
 
 
@@ -41,7 +42,8 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None,
         workdir: the run's folder.
         weights: the backbone's initial weights (None: random; a named source
             such as "imagenet"; or a file path), as for `build_encoder`.
-        skip_bad: report and skip corrupt samples.
+        skip_bad: report and skip corrupt samples; the skipped files are
+            listed in `<workdir>/bad_samples.json` ({path: problem}).
         callbacks: extra Keras callbacks.
         verbose: Keras `fit` verbosity.
 
@@ -79,10 +81,12 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None,
         "metrics": [metric.__name__ for metric in EVAL_METRICS],
     }
     training.check_resumable(workdir, config, run_settings)  # before reading any data
-    common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed, skip_bad=skip_bad)
+    report = data_lib.BadDataReport()
+    common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed, skip_bad=skip_bad,
+                  report=report)
     train_data = data_lib.build_dataset(dataset, data_dir, "train", training=True, **common)
     val_data = data_lib.build_dataset(dataset, data_dir, "val", training=False, **common)
-    return training.fit(
+    result = training.fit(
         model_fn,
         train_data,
         val_data,
@@ -95,3 +99,7 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None,
         callbacks=callbacks,
         verbose=verbose,
     )
+    if report.count:
+        # Next to the model: which files this run left out, and why.
+        io_utils.write_json_atomic(os.path.join(workdir, BAD_SAMPLES_FILE), report.problems)
+    return result

@@ -10,6 +10,7 @@ unmodified module with `resnet50`.
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,13 +107,20 @@ def test_bad_flag_values_are_usage_errors(parsed_flags, tmp_path):
         encoder_cli.main(["train.encoder"])
 
 
-def test_rerun_with_other_settings_is_a_usage_error(parsed_flags, salicon_dir, tmp_path, monkeypatch):
+def test_skip_bad_then_rerun_with_other_settings(parsed_flags, salicon_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(backbones.BACKBONES, "tiny", testing.tiny_backbone_spec("tiny"))
-    common = ["--backbone", "tiny", "--data_dir", str(salicon_dir), "--workdir", str(tmp_path),
+    data_dir = tmp_path / "salicon"
+    shutil.copytree(salicon_dir, data_dir)
+    corrupt = sorted((data_dir / "images" / "val").iterdir())[0]
+    corrupt.write_bytes(b"not a jpeg")  # validation meets it at the end of the epoch
+    workdir = tmp_path / "run"
+    common = ["--backbone", "tiny", "--data_dir", str(data_dir), "--workdir", str(workdir), "--skip_bad",
               "--input_size", "32x48", "--batch_size", "2", "--epochs", "1", "--max_steps", "1"]
     parsed_flags(*common)
     encoder_cli.main(["train.encoder"])
-    assert (tmp_path / "encoder.keras").exists()
+    assert (workdir / "encoder.keras").exists()
+    assert list(json.loads((workdir / "bad_samples.json").read_text())) == [str(corrupt)]
+
     flags.FLAGS.unparse_flags()
     parsed_flags(*common, "--learning_rate", "0.1")
     with pytest.raises(app.UsageError, match=r"train\.learning_rate: recorded 0\.01, now 0\.1"):
