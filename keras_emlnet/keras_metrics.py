@@ -21,9 +21,6 @@ from keras_emlnet.losses import split_targets, standardize, to_distribution
 
 # MATLAB's `eps` (2^-52), the ε of the benchmark's KLdiv.m.
 MATLAB_EPS = 2.0**-52
-# Added to a map's value range before min-max scaling, so a constant map
-# scales to zeros instead of 0/0.
-RANGE_EPSILON = 1e-12
 
 _SPATIAL_AXES = (1, 2)
 
@@ -127,7 +124,12 @@ class KLD(_PerSampleMean):
 def _min_max_distribution(maps):
     low = ops.min(maps, axis=_SPATIAL_AXES, keepdims=True)
     high = ops.max(maps, axis=_SPATIAL_AXES, keepdims=True)
-    return to_distribution((maps - low) / (high - low + RANGE_EPSILON))
+    # A constant map scales to zeros by a safe division, not by adding a tiny
+    # epsilon to the range: in a traced graph (fit/evaluate) Grappler's
+    # constant folding reassociates `(high - low) + eps` into
+    # `(high + eps) - low`, where eps vanishes next to the map's values, so a
+    # constant map gave 0/0 = NaN there while eager calls gave 0.
+    return to_distribution(ops.divide_no_nan(maps - low, high - low))
 
 
 @keras.saving.register_keras_serializable(package="keras_emlnet")

@@ -183,3 +183,37 @@ def test_compiled_model_reports_them_and_survives_a_keras_file(tmp_path, rng):
     again = loaded.evaluate(images, y_true, batch_size=3, verbose=0, return_dict=True)
     for name, value in reported.items():
         np.testing.assert_allclose(again[name], value, rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("constant", [0.0, 0.4, 37.5])
+def test_evaluate_is_finite_for_constant_and_zero_predictions(generated_datasets, constant):
+    # Regression: a spatially constant map (e.g. resnet50 at 32x32, whose
+    # 1x1 final feature map upsamples to a constant) gave NaN SIM in
+    # model.evaluate while eager calls gave 0: in the traced graph Grappler
+    # folded the min-max epsilon away. The loss and every metric must be
+    # finite and equal the NumPy references in graph mode too.
+    from keras_emlnet.data import build_dataset
+
+    dataset = build_dataset("salicon", generated_datasets["salicon"], "train", input_size=(32, 48), batch_size=4)
+    images, y_true = (tensor.numpy() for tensor in next(iter(dataset)))
+    inputs = keras.Input((32, 48, 3))
+    # A real layer whose output is exactly `constant` everywhere (zero kernel).
+    outputs = keras.layers.Conv2D(1, 1, kernel_initializer="zeros",
+                                  bias_initializer=keras.initializers.Constant(constant))(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile(loss=losses.EMLLoss(), metrics=[getattr(keras_metrics, name)() for name in sorted(REFERENCES)])
+    reported = model.evaluate(images, y_true, batch_size=len(images), verbose=0, return_dict=True)
+
+    assert all(np.isfinite(value) for value in reported.values()), reported
+    # z(constant) = 0: NSS and CC are 0; min-max(constant) = 0: SIM is 0.
+    assert reported["nss"] == 0.0 and reported["cc"] == 0.0 and reported["sim"] == 0.0
+    y_pred = np.full(images.shape[:3] + (1,), constant, np.float32)
+    np.testing.assert_allclose(reported["kld"], per_sample_reference("KLD", y_true, y_pred).mean(), rtol=1e-5)
+    # EMLLoss = KLD(eps 1e-6) + (1 - 0) + NSS of the fixation map itself (z(prediction) = 0).
+    expected_loss = []
+    for density, fixations in zip(y_true[..., 0].astype("float64"), y_true[..., 1].astype("float64")):
+        p = np.full_like(density, 1.0 / density.size) if constant else np.zeros_like(density)
+        q = density / density.sum()
+        kld = np.sum(q * np.log(losses.KLD_EPSILON + q / (losses.KLD_EPSILON + p)))
+        expected_loss.append(kld + 1.0 + np_nss(fixations, fixations))
+    np.testing.assert_allclose(reported["loss"], np.mean(expected_loss), rtol=1e-5)
