@@ -137,9 +137,27 @@ def train_decoder(encoder_paths, dataset, data_dir, config, workdir, *, output_m
         callbacks=callbacks,
         verbose=verbose,
     )
-    # fit saved the raw-mode (float32) training model; replace it with the
-    # inference model over the same weights.
-    trained = keras.saving.load_model(result.final_model_path, compile=False)
+    save_inference_model(result.final_model_path, resize_mode=resize_mode, output_mode=output_mode,
+                         blur_sigma=blur_sigma)
+    return result
+
+
+def save_inference_model(path, *, resize_mode, output_mode, blur_sigma):
+    """Replaces the raw-mode EMLNet `training.fit` saved at `path` by the inference model.
+
+    `fit` saves the (float32) training model, whose output is the raw decoder
+    map; users get the EMLNet over the same extractor and decoder weights with
+    the inference post-processing. Written atomically.
+
+    Args:
+        path: the `.keras` file `training.fit` wrote (overwritten).
+        resize_mode: the dataset's geometry ("resize" or "pad_to_4_3").
+        output_mode, blur_sigma: the saved model's post-processing.
+
+    Returns:
+        The inference EMLNet that was saved.
+    """
+    trained = keras.saving.load_model(path, compile=False)
     final = EMLNet(
         trained.extractor,
         trained.decoder,
@@ -148,9 +166,9 @@ def train_decoder(encoder_paths, dataset, data_dir, config, workdir, *, output_m
         blur_sigma=blur_sigma,
         name="emlnet",
     )
-    with io_utils.atomic_path(result.final_model_path) as tmp:
+    with io_utils.atomic_path(path) as tmp:
         final.save(tmp)
-    return result
+    return final
 
 
 def _check_input_sizes(paths, encoders, input_size):

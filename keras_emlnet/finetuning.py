@@ -189,7 +189,7 @@ def finetune_decoder(encoder_paths, source, data, config, workdir, *, callbacks=
     Records `run.encoders` like a train.decoder run, so the result can be a
     later `--from`.
     """
-    from keras_emlnet.emlnet import EMLNet, build_emlnet
+    from keras_emlnet.emlnet import build_emlnet
 
     resize_mode = get_reader(data.dataset).MODE
 
@@ -210,9 +210,6 @@ def finetune_decoder(encoder_paths, source, data, config, workdir, *, callbacks=
                       "output_mode": source.output_mode, "blur_sigma": source.blur_sigma, "loss": "EMLLoss"},
         final_model_name=decoder_training.EMLNET_FILE, callbacks=callbacks, verbose=verbose,
     )
-    trained = keras.saving.load_model(result.final_model_path, compile=False)
-    final = EMLNet(trained.extractor, trained.decoder, resize_mode=resize_mode,
-                   output_mode=source.output_mode, blur_sigma=source.blur_sigma, name="emlnet")
-    with io_utils.atomic_path(result.final_model_path) as tmp:
-        final.save(tmp)
+    decoder_training.save_inference_model(result.final_model_path, resize_mode=resize_mode,
+                                          output_mode=source.output_mode, blur_sigma=source.blur_sigma)
     return result
