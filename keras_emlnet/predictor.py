@@ -11,10 +11,14 @@ one map back to its image's original size (`postprocess.tf_to_original_size`).
   geometry and "raw" output. `precision` bfloat16/float16 sets a mixed dtype
   policy on every layer after loading (variables stay float32), the same
   policy training uses.
-- SavedModel (a folder with saved_model.pb, as `serving.export` writes): the
-  `predict_images` signature (uint8 (B, H, W, 3)) fed model-size images, which
-  makes its own resize an identity. Its dtype was fixed at export, so only
-  float32 is accepted.
+- SavedModel (a folder with saved_model.pb, as `serving.export` writes): its
+  `predict_model_size` function (float32 model-size images → model-frame
+  maps; not a signature), so the model sees the same float images as the
+  `.keras` path. Exports made before that function existed fall back to the
+  `predict_images` signature (uint8 (B, H, W, 3)) fed model-size images (its
+  own resize is then an identity), which rounds the resized images to whole
+  levels: maps differ from the `.keras` ones by up to ~1% of their range.
+  Its dtype was fixed at export, so only float32 is accepted.
 """
 
 import dataclasses
@@ -24,6 +28,9 @@ import numpy as np
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 _MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# The SavedModel's float entry point (serving/saliency_module.py saves it),
+# and the uint8 signature older exports are read through.
+SAVED_MODEL_FUNCTION = "predict_model_size"
 SAVED_MODEL_SIGNATURE = "predict_images"
 # Modules whose import registers the custom Keras classes a saved model may hold.
 _SERIALIZABLE_MODULES = (
@@ -174,22 +181,31 @@ def _keras_predictor(source, model, precision):
 def _saved_model_predictor(source, loaded):
     import tensorflow as tf
 
-    if SAVED_MODEL_SIGNATURE not in loaded.signatures:
-        raise ValueError(
-            f"{source}: SavedModel has no {SAVED_MODEL_SIGNATURE!r} signature "
-            f"(has {sorted(loaded.signatures)})"
-        )
-    signature = loaded.signatures[SAVED_MODEL_SIGNATURE]
     model_size = tuple(int(v) for v in _python_value(loaded.input_size))
     resize_mode = _python_value(loaded.resize_mode)
     output_mode = _python_value(loaded.output_mode)
+    model_frame_maps = getattr(loaded, SAVED_MODEL_FUNCTION, None)
+    if model_frame_maps is not None:
 
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        # Model-size input: the signature's own geometry step becomes identity.
-        pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
-        maps = tf.cast(signature(images=pixels)["saliency"], tf.float32)
-        return maps if maps.shape.rank == 4 else maps[..., tf.newaxis]
+        @tf.function(reduce_retracing=True)
+        def predict(images):
+            return model_frame_maps(tf.cast(images, tf.float32))
+
+    elif SAVED_MODEL_SIGNATURE in loaded.signatures:
+        signature = loaded.signatures[SAVED_MODEL_SIGNATURE]
+
+        @tf.function(reduce_retracing=True)
+        def predict(images):
+            # Model-size input: the signature's own geometry step becomes identity.
+            pixels = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+            maps = tf.cast(signature(images=pixels)["saliency"], tf.float32)
+            return maps if maps.shape.rank == 4 else maps[..., tf.newaxis]
+
+    else:
+        raise ValueError(
+            f"{source}: SavedModel has neither a {SAVED_MODEL_FUNCTION!r} function nor a "
+            f"{SAVED_MODEL_SIGNATURE!r} signature (signatures: {sorted(loaded.signatures)})"
+        )
 
     return SaliencyPredictor(
         source, "saved_model", model_size, resize_mode, output_mode, "float32", predict,

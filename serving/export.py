@@ -7,7 +7,9 @@ writes ``exports/emlnet/1/``:
 
 - ``saved_model.pb`` and ``variables/``: signatures ``serving_default``
   (``image_bytes``) and ``predict_images`` (``images``), both returning
-  ``saliency``, ``height`` and ``width`` (see serving/saliency_module.py);
+  ``saliency``, ``height`` and ``width`` (see serving/saliency_module.py),
+  and the non-signature function ``predict_model_size`` (float32 model-size
+  images → model-frame maps) that batch scoring and evaluation use;
 - ``assets.extra/tf_serving_warmup_requests``: a TFRecord of PredictionLog
   protos with representative PredictRequests, replayed at load by TF Serving
   (and by serving.server) so the first real request is not slow;

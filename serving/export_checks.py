@@ -8,7 +8,9 @@
 - Parity: the SavedModel is reloaded and each signature's maps are compared
   with the Keras model's own ``predict_map`` (decode → geometry → model →
   original size in eager Keras). Images go in as PNG, which decodes
-  losslessly, so any difference is the export's.
+  losslessly, so any difference is the export's. The ``predict_model_size``
+  function is compared with the Keras model's output on non-integer float
+  images at the model size (it must not round them).
 """
 
 import io
@@ -138,6 +140,8 @@ def check_parity(saved_model_dir, model, images, *, tolerance):
         )
         candidates.append((f"predict_images image {i}", by_array["saliency"][0].numpy(), references[i]))
 
+    candidates.extend(_model_size_candidates(loaded, model, images))
+
     worst_abs, worst_rel, worst_name = 0.0, 0.0, None
     for name, got, want in candidates:
         if got.shape != want.shape:
@@ -157,6 +161,24 @@ def check_parity(saved_model_dir, model, images, *, tolerance):
         "tolerance": tolerance,
         "images": [list(image.shape[:2]) for image in images],
     }
+
+
+def _model_size_candidates(loaded, model, images):
+    """(name, SavedModel maps, Keras maps) of `predict_model_size` on the model-size images."""
+    import tensorflow as tf
+
+    model_size = tuple(int(v) for v in model.input_size)
+    batch = [image for image in images if tuple(image.shape[:2]) == model_size]
+    if not batch:
+        return []
+    # Off the integer grid, so a function that rounded to uint8 would show.
+    batch = np.stack(batch).astype(np.float32) * np.float32(0.997) + np.float32(0.3)
+    function = getattr(loaded, saliency_module.PREDICT_MODEL_SIZE, None)
+    if function is None:
+        raise ExportParityError(f"the SavedModel has no {saliency_module.PREDICT_MODEL_SIZE!r} function")
+    got = function(tf.constant(batch)).numpy()
+    want = np.asarray(model(batch, training=False), dtype=np.float32)
+    return [(f"{saliency_module.PREDICT_MODEL_SIZE} image {i}", got[i], want[i]) for i in range(len(batch))]
 
 
 def _check_attributes(loaded, model):

@@ -24,13 +24,21 @@ output mode at the original size).
 
 The module also holds `input_size` (int32 [H, W]), `resize_mode` and
 `output_mode` (tf.string) as non-trainable variables, readable after
-``tf.saved_model.load(path)``.
+``tf.saved_model.load(path)``, and one function that is not a signature (TF
+Serving does not see it):
+
+- ``predict_model_size``: float32 (B, H, W, 3) RGB 0-255 at the model size →
+  float32 (B, H, W, 1) model-frame maps in the output mode (the Keras model's
+  own output). Batch scoring and evaluation (`keras_emlnet.predictor`) call it
+  after ``tf.saved_model.load``: images they resized to the model size stay
+  float, where ``predict_images`` would round them to uint8 first.
 """
 
 import tensorflow as tf
 
 from keras_emlnet.data.geometry import tf_image_to_model
 from keras_emlnet.postprocess import tf_to_original_size
+from keras_emlnet.predictor import SAVED_MODEL_FUNCTION as PREDICT_MODEL_SIZE
 
 PADDING_VALUE = 0.0
 SERVING_DEFAULT = "serving_default"
@@ -61,6 +69,13 @@ class SaliencyModule(tf.Module):
         self.input_size = tf.Variable(self._model_size, dtype=tf.int32, trainable=False, name="input_size")
         self.resize_mode = tf.Variable(self._resize_mode, dtype=tf.string, trainable=False, name="resize_mode")
         self.output_mode = tf.Variable(self._output_mode, dtype=tf.string, trainable=False, name="output_mode")
+        # Its input signature depends on the model size, so it is made here
+        # rather than by a decorator; as a tracked attribute it is saved.
+        height, width = self._model_size
+        setattr(self, PREDICT_MODEL_SIZE, tf.function(
+            self._model_frame_maps,
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=IMAGES)],
+        ))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
     def serve_image_bytes(self, image_bytes):
@@ -97,8 +112,12 @@ class SaliencyModule(tf.Module):
         sizes = tf.tile(shape[tf.newaxis, 1:3], [shape[0], 1])
         return self._predict(model_inputs, sizes)
 
+    def _model_frame_maps(self, images):
+        """float32 model-size images (B, H, W, 3) → (B, H, W, 1) maps in the output mode."""
+        return tf.cast(self.model(images, training=False), tf.float32)
+
     def _predict(self, model_inputs, sizes):
-        maps = tf.cast(self.model(model_inputs, training=False), tf.float32)
+        maps = self._model_frame_maps(model_inputs)
         largest = tf.reduce_max(sizes, axis=0)
 
         def to_original(args):

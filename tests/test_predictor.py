@@ -24,7 +24,59 @@ def test_keras_file_gives_the_models_maps_and_metadata(model, tmp_path):
     np.testing.assert_allclose(predictor.predict(images).numpy(), model.predict(images, verbose=0),
                                rtol=1e-5, atol=1e-5)
     assert predictor.config()["model_kind"] == "keras"
-    # (the SavedModel path is checked end to end in test_serving_batch_score)
+    # (the SavedModel path is also checked end to end in test_serving_batch_score)
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    """(version folder, legacy folder): `model` exported, and the same export without predict_model_size."""
+    import tensorflow as tf
+
+    from serving import saliency_module
+    from serving.export import ExportConfig, export_saliency_model
+
+    base = tmp_path_factory.mktemp("exports")
+    version_dir, _ = export_saliency_model(model, ExportConfig(model="<in memory>", export_base=str(base / "emlnet")))
+    # An export made before predict_model_size existed: the same signatures and attributes only.
+    module = saliency_module.SaliencyModule(model, (32, 48), "pad_to_4_3", "log_density")
+    legacy = tf.Module()
+    legacy.model = module.model
+    legacy.input_size, legacy.resize_mode, legacy.output_mode = (
+        module.input_size, module.resize_mode, module.output_mode)
+    legacy_dir = str(base / "legacy")
+    tf.saved_model.save(legacy, legacy_dir, signatures=module.signatures())
+    return version_dir, legacy_dir
+
+
+def float_images(count):
+    # Off the integer grid, as images resized to the model size are.
+    return np.random.default_rng(3).uniform(0, 255, (count, 32, 48, 3)).astype(np.float32)
+
+
+def test_saved_model_gives_the_keras_models_maps_from_float_images(model, exported):
+    predictor = load_predictor(exported[0])
+    assert predictor.kind == "saved_model"
+    assert (predictor.model_size, predictor.resize_mode, predictor.output_mode) == (
+        (32, 48), "pad_to_4_3", "log_density")
+    images = float_images(3)
+    maps = predictor.predict(images).numpy()
+    assert maps.shape == (3, 32, 48, 1) and maps.dtype == np.float32
+    # log densities: float agreement, far below what rounding the input to uint8 changes
+    np.testing.assert_allclose(maps, model.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_older_saved_model_falls_back_to_the_uint8_signature(model, exported):
+    import tensorflow as tf
+
+    assert not hasattr(tf.saved_model.load(exported[1]), "predict_model_size")
+    predictor = load_predictor(exported[1])
+    assert (predictor.model_size, predictor.resize_mode, predictor.output_mode) == (
+        (32, 48), "pad_to_4_3", "log_density")
+    images = float_images(2)
+    maps = predictor.predict(images).numpy()
+    assert maps.shape == (2, 32, 48, 1)
+    # It sees the images rounded to whole levels: equal to the model on the rounded images.
+    np.testing.assert_allclose(maps, model.predict(np.round(images), verbose=0), rtol=1e-5, atol=1e-5)
 
 
 def test_to_original_undoes_the_geometry_and_renormalises(model):

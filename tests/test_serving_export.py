@@ -69,6 +69,21 @@ def test_loaded_object_exposes_model_attributes(loaded):
     assert set(loaded.signatures) == {"serving_default", "predict_images"}
 
 
+def test_predict_model_size_maps_float_images_unrounded(cli_export, loaded):
+    import tensorflow as tf
+
+    # Not a signature (TF Serving clients see only the two above), but callable after load.
+    images = np.random.default_rng(4).uniform(0, 255, (2, 32, 48, 3)).astype(np.float32)
+    got = loaded.predict_model_size(tf.constant(images)).numpy()
+    want = np.asarray(cli_export.model(images, training=False))
+    assert got.shape == (2, 32, 48, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * want.max())
+    rounded = np.asarray(cli_export.model(np.round(images), training=False))
+    assert np.max(np.abs(rounded - want)) > 100 * np.max(np.abs(got - want))  # rounding would show
+    with pytest.raises((TypeError, ValueError)):  # the model size only
+        loaded.predict_model_size(tf.zeros((1, 40, 48, 3)))
+
+
 def test_image_bytes_of_mixed_sizes_match_keras_at_original_size(cli_export, loaded):
     import tensorflow as tf
 
