@@ -15,20 +15,29 @@ from absl import app, flags, logging
 from keras_emlnet.predictor import PRECISIONS
 from serving.batch_scoring import FORMATS, ScoreConfig
 
-_MODEL = flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.")
-_IMAGES = flags.DEFINE_string("images", None, "Folder (searched recursively) or glob pattern.")
-_OUT = flags.DEFINE_string("out", None, "Output folder; names mirror the inputs' relative paths.")
-_FORMAT = flags.DEFINE_enum("format", "png", FORMATS, "png: 8-bit min-max; npy: float32 maps.")
-_OVERLAYS = flags.DEFINE_bool("overlays", False, "Also write <name>_overlay.jpg heatmaps.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per replica per step.", lower_bound=1)
-_PRECISION = flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "This machine's shard.", lower_bound=0)
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Machines sharing the collection.", lower_bound=1)
-_WRITER_THREADS = flags.DEFINE_integer("writer_threads", 4, "Output-writing threads.", lower_bound=1)
-_VERBOSE = flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.")
+FLAGS = flags.FLAGS
 
-flags.mark_flags_as_required(["model", "images", "out"])
 
+def define_flags(flag_values=FLAGS):
+    """Defines this CLI's flags in `flag_values`.
+
+    Called when the CLI runs, not at import: --model, --out, --batch_size, ...
+    mean other things in train.evaluate, the training CLIs and the demo, and
+    absl allows one definition of a name per process.
+    """
+    flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.", flag_values=flag_values)
+    flags.DEFINE_string("images", None, "Folder (searched recursively) or glob pattern.", flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output folder; names mirror the inputs' relative paths.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("format", "png", FORMATS, "png: 8-bit min-max; npy: float32 maps.", flag_values=flag_values)
+    flags.DEFINE_bool("overlays", False, "Also write <name>_overlay.jpg heatmaps.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 8, "Images per replica per step.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).", flag_values=flag_values)
+    flags.DEFINE_integer("shard_index", 0, "This machine's shard.", lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_integer("num_shards", 1, "Machines sharing the collection.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("writer_threads", 4, "Output-writing threads.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.", flag_values=flag_values)
+    flags.mark_flags_as_required(["model", "images", "out"], flag_values=flag_values)
 
 def main(argv):
     del argv
@@ -36,21 +45,21 @@ def main(argv):
     from serving.batch_scoring import score_collection, summary_path
 
     config = ScoreConfig(
-        model=_MODEL.value,
-        images=_IMAGES.value,
-        out=_OUT.value,
-        format=_FORMAT.value,
-        overlays=_OVERLAYS.value,
-        batch_size=_BATCH_SIZE.value,
-        precision=_PRECISION.value,
-        shard_index=_SHARD_INDEX.value,
-        num_shards=_NUM_SHARDS.value,
-        writer_threads=_WRITER_THREADS.value,
+        model=FLAGS.model,
+        images=FLAGS.images,
+        out=FLAGS.out,
+        format=FLAGS.format,
+        overlays=FLAGS.overlays,
+        batch_size=FLAGS.batch_size,
+        precision=FLAGS.precision,
+        shard_index=FLAGS.shard_index,
+        num_shards=FLAGS.num_shards,
+        writer_threads=FLAGS.writer_threads,
     )
     def make_progress(total):
         logging.info("shard %d of %d: %d images to score", config.shard_index,
                      config.num_shards, total)
-        return ThroughputProgress(total, unit="image", verbose=_VERBOSE.value).add
+        return ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add
 
     summary = score_collection(config, make_progress=make_progress, logger=logging.warning)
     logging.info(
@@ -61,4 +70,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

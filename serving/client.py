@@ -232,21 +232,26 @@ def app_usage_error(message):
     return app.UsageError(message)
 
 
-def _define_flags():
+def define_flags(flag_values=None):
+    """Defines this CLI's flags in `flag_values` (default: the global FLAGS) when it runs, never at import."""
     from absl import flags
 
-    flags.DEFINE_string("server", "127.0.0.1:8500", "host:port of the gRPC (or, with --rest, REST) API.")
-    flags.DEFINE_string("model_name", "emlnet", "Model name on the server.")
-    flags.DEFINE_string("out", None, "Folder for the PNGs.", required=True)
-    flags.DEFINE_bool("rest", False, "Use the REST API instead of gRPC.")
-    flags.DEFINE_string("signature_name", "serving_default", "Signature taking image_bytes.")
-    flags.DEFINE_integer("version", None, "Model version; default: the one served.")
-    flags.DEFINE_integer("batch_size", 4, "Images per request.", lower_bound=1)
-    flags.DEFINE_float("timeout_s", 60.0, "Deadline of one request in seconds.")
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+
+    flags.DEFINE_string("server", "127.0.0.1:8500", "host:port of the gRPC (or, with --rest, REST) API.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("model_name", "emlnet", "Model name on the server.", flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Folder for the PNGs.", required=True, flag_values=flag_values)
+    flags.DEFINE_bool("rest", False, "Use the REST API instead of gRPC.", flag_values=flag_values)
+    flags.DEFINE_string("signature_name", "serving_default", "Signature taking image_bytes.",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("version", None, "Model version; default: the one served.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 4, "Images per request.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_float("timeout_s", 60.0, "Deadline of one request in seconds.", flag_values=flag_values)
 
 
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    define_flags()
     app.run(main)

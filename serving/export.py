@@ -203,21 +203,29 @@ def main(argv):
     return 0
 
 
-def _define_flags():
+def define_flags(flag_values=None):
+    """Defines this CLI's flags in `flag_values` (default: the global FLAGS) when it runs, never at import."""
     from absl import flags
 
-    flags.DEFINE_string("model", None, "EMLNet .keras file to export.", required=True)
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+
+    flags.DEFINE_string("model", None, "EMLNet .keras file to export.", required=True,
+                        flag_values=flag_values)
     flags.DEFINE_string("export_base", None, "Folder holding the version folders, e.g. exports/emlnet.",
-                        required=True)
-    flags.DEFINE_integer("version", None, "Version number (folder name); default: next free one.")
-    flags.DEFINE_string("model_name", None, "Model name in the warmup requests; default: export_base's name.")
+                        required=True, flag_values=flag_values)
+    flags.DEFINE_integer("version", None, "Version number (folder name); default: next free one.",
+                         flag_values=flag_values)
+    flags.DEFINE_string("model_name", None, "Model name in the warmup requests; default: export_base's name.",
+                        flag_values=flag_values)
     flags.DEFINE_float("parity_tolerance", DEFAULT_PARITY_TOLERANCE,
-                       "Largest allowed max |SavedModel - Keras| / max |Keras| on the check images.")
-    flags.DEFINE_integer("seed", 0, "Seed of the representative check and warmup images.")
+                       "Largest allowed max |SavedModel - Keras| / max |Keras| on the check images.",
+                       flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seed of the representative check and warmup images.",
+                         flag_values=flag_values)
 
 
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    define_flags()
     app.run(main)

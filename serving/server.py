@@ -174,24 +174,33 @@ def main(argv):
     return 0
 
 
-def _define_flags():
+def define_flags(flag_values=None):
+    """Defines this CLI's flags in `flag_values` (default: the global FLAGS) when it runs, never at import."""
     from absl import flags
 
-    flags.DEFINE_string("model_base_path", None, "Folder of integer version folders.", required=True)
-    flags.DEFINE_string("model_name", "emlnet", "Name clients use for the model.")
-    flags.DEFINE_string("host", "127.0.0.1", "Address to bind (both APIs).")
-    flags.DEFINE_integer("grpc_port", 8500, "gRPC port; 0 = any free port, -1 = off.")
-    flags.DEFINE_integer("rest_port", 8501, "REST port; 0 = any free port, -1 = off.")
-    flags.DEFINE_bool("enable_batching", False, "Batch concurrent requests.")
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+
+    flags.DEFINE_string("model_base_path", None, "Folder of integer version folders.", required=True,
+                        flag_values=flag_values)
+    flags.DEFINE_string("model_name", "emlnet", "Name clients use for the model.", flag_values=flag_values)
+    flags.DEFINE_string("host", "127.0.0.1", "Address to bind (both APIs).", flag_values=flag_values)
+    flags.DEFINE_integer("grpc_port", 8500, "gRPC port; 0 = any free port, -1 = off.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("rest_port", 8501, "REST port; 0 = any free port, -1 = off.",
+                         flag_values=flag_values)
+    flags.DEFINE_bool("enable_batching", False, "Batch concurrent requests.", flag_values=flag_values)
     flags.DEFINE_string("batching_parameters_file", None,
-                        "TF Serving batching parameters (text proto), e.g. serving/batching_parameters.txt.")
-    flags.DEFINE_float("file_system_poll_wait_seconds", 1.0, "Seconds between looks for new versions.")
-    flags.DEFINE_integer("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, "Largest request accepted, in bytes.")
-    flags.DEFINE_integer("grpc_max_workers", 16, "Threads answering gRPC calls.")
+                        "TF Serving batching parameters (text proto), e.g. serving/batching_parameters.txt.",
+                        flag_values=flag_values)
+    flags.DEFINE_float("file_system_poll_wait_seconds", 1.0, "Seconds between looks for new versions.",
+                       flag_values=flag_values)
+    flags.DEFINE_integer("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, "Largest request accepted, in bytes.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("grpc_max_workers", 16, "Threads answering gRPC calls.", flag_values=flag_values)
 
 
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    define_flags()
     app.run(main)

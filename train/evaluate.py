@@ -21,27 +21,42 @@ from absl import app, flags, logging
 from keras_emlnet.baselines import DEFAULT_CENTER_BIAS_SIGMA
 from keras_emlnet.evaluation import SHUFFLED_OTHER_IMAGES
 from keras_emlnet.predictor import PRECISIONS
+from train import flags_data
 
-_MODEL = flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root folder.")
-_DATASET = flags.DEFINE_enum("dataset", None, ["salicon", "mit1003", "cat2000"], "Dataset in --data_dir.")
-_SPLIT = flags.DEFINE_string("split", "val", "Split with ground truth: val, train (all: MIT1003, CAT2000).")
-_OUT = flags.DEFINE_string("out", None, "Output folder (default: <model folder>/eval_<dataset>_<split>).")
-_MODEL_NAME = flags.DEFINE_string("model_name", None, "Row label of the model (default: from --model).")
-_BASELINE_MAPS = flags.DEFINE_string("baseline_maps", None, "Folder of another model's maps, by image name.")
-_BASELINE_NAME = flags.DEFINE_string("baseline_name", None, "Row label of --baseline_maps (default: folder name).")
-_CENTER_SIGMA = flags.DEFINE_float("center_bias_sigma", DEFAULT_CENTER_BIAS_SIGMA,
-                                   "Center-bias Gaussian sigma, fraction of image height/width.")
-_OTHERS = flags.DEFINE_integer("shuffled_others", SHUFFLED_OTHER_IMAGES,
-                               "Other images whose fixations make sAUC's other map.", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 0, "Seeds sAUC's other images and the metrics' sampling.")
-_LIMIT = flags.DEFINE_integer("limit", None, "Evaluate only the first N images.", lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per model call.", lower_bound=1)
-_PRECISION = flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).")
-_SKIP_BAD = flags.DEFINE_bool("skip_bad", False, "Report and skip bad samples instead of stopping.")
-_PROGRESS = flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.")
+FLAGS = flags.FLAGS
 
-flags.mark_flags_as_required(["model", "data_dir", "dataset"])
+
+def define_flags(flag_values=FLAGS):
+    """Defines this CLI's flags in `flag_values`.
+
+    Called when the CLI runs, not at import: its --model, --out, --batch_size,
+    --seed, ... mean other things than the same names in the training CLIs
+    and serving.batch_score, and absl allows one definition per process. The
+    dataset flags are `train.flags_data`'s, shared with the training CLIs.
+    """
+    flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.", flag_values=flag_values)
+    flags_data.define_data_flags(flag_values, dataset_default=None)
+    flags.DEFINE_string("split", "val", "Split with ground truth: val, train (all: MIT1003, CAT2000).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output folder (default: <model folder>/eval_<dataset>_<split>).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("model_name", None, "Row label of the model (default: from --model).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("baseline_maps", None, "Folder of another model's maps, by image name.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("baseline_name", None, "Row label of --baseline_maps (default: folder name).",
+                        flag_values=flag_values)
+    flags.DEFINE_float("center_bias_sigma", DEFAULT_CENTER_BIAS_SIGMA,
+                       "Center-bias Gaussian sigma, fraction of image height/width.", flag_values=flag_values)
+    flags.DEFINE_integer("shuffled_others", SHUFFLED_OTHER_IMAGES,
+                         "Other images whose fixations make sAUC's other map.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Seeds sAUC's other images and the metrics' sampling.", flag_values=flag_values)
+    flags.DEFINE_integer("limit", None, "Evaluate only the first N images.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 8, "Images per model call.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).", flag_values=flag_values)
+    flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.", flag_values=flag_values)
+    flags.mark_flags_as_required(["model", "data_dir", "dataset"], flag_values=flag_values)
 
 
 def default_model_name(model_path):
@@ -67,26 +82,26 @@ def main(argv):
     from keras_emlnet.progress import ThroughputProgress
 
     config = EvalConfig(
-        dataset=_DATASET.value,
-        data_dir=_DATA_DIR.value,
-        split=_SPLIT.value,
-        model_name=_MODEL_NAME.value or default_model_name(_MODEL.value),
-        baseline_maps=_BASELINE_MAPS.value,
-        baseline_name=_BASELINE_NAME.value,
-        center_bias_sigma=_CENTER_SIGMA.value,
-        shuffled_others=_OTHERS.value,
-        seed=_SEED.value,
-        limit=_LIMIT.value,
-        batch_size=_BATCH_SIZE.value,
-        skip_bad=_SKIP_BAD.value,
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        split=FLAGS.split,
+        model_name=FLAGS.model_name or default_model_name(FLAGS.model),
+        baseline_maps=FLAGS.baseline_maps,
+        baseline_name=FLAGS.baseline_name,
+        center_bias_sigma=FLAGS.center_bias_sigma,
+        shuffled_others=FLAGS.shuffled_others,
+        seed=FLAGS.seed,
+        limit=FLAGS.limit,
+        batch_size=FLAGS.batch_size,
+        skip_bad=FLAGS.skip_bad,
     )
-    out = _OUT.value or default_out_dir(_MODEL.value, config.dataset, config.split)
-    predictor = load_predictor(_MODEL.value, precision=_PRECISION.value)
+    out = FLAGS.out or default_out_dir(FLAGS.model, config.dataset, config.split)
+    predictor = load_predictor(FLAGS.model, precision=FLAGS.precision)
     logging.info("evaluating %s (%s, %s output) on %s/%s", predictor.source, predictor.kind,
                  predictor.output_mode, config.dataset, config.split)
     results = evaluate(
         predictor, config,
-        make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=_PROGRESS.value).add,
+        make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add,
     )
     for path, problem in sorted(results.skipped.items()):
         logging.warning("skipped bad sample %s: %s", path, problem)
@@ -115,4 +130,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

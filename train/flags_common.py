@@ -1,6 +1,7 @@
 """absl flags shared by train.encoder, train.decoder and train.finetune.
 
-Importing this module defines the flags once (absl flags are process-wide).
+Importing this module defines the flags once (absl flags are process-wide);
+the dataset flags come from `train.flags_data`, which train.evaluate shares.
 Training flags default to None, meaning "the recipe's value": each CLI
 passes its own recipe (a `TrainConfig`) to `train_config_from_flags`, so one
 definition serves the encoder recipe (batch 8, 10 epochs, x0.1 after 5) and
@@ -12,14 +13,14 @@ import dataclasses
 
 from absl import flags
 
+from train import flags_data
+
 _RECIPE = "unset: the CLI's recipe value"
 
 # --- the run and its data ---------------------------------------------------
 flags.DEFINE_string("workdir", None, "Run folder: config.json, backup/, checkpoints/, logs/ and the final model. "
                     "Rerunning the same command there resumes the run.")
-flags.DEFINE_string("data_dir", None, "Dataset root folder (see keras_emlnet.data for the expected layout).")
-flags.DEFINE_enum("dataset", "salicon", ["salicon", "mit1003", "cat2000"], "Which dataset `data_dir` holds.")
-flags.DEFINE_boolean("skip_bad", False, "Report and skip corrupt samples instead of stopping at the first one.")
+flags_data.define_data_flags(flags.FLAGS, dataset_default="salicon")
 
 # --- TrainConfig --------------------------------------------------------------
 flags.DEFINE_integer("epochs", None, f"Epochs in all ({_RECIPE}).", lower_bound=1)

@@ -187,19 +187,24 @@ def main(argv):
     logging.info("wrote %d %s images to %s: %s", f.num_images, f.dataset, f.out, config["files"])
 
 
-def _define_flags():
+def define_flags(flag_values=None):
+    """Defines this CLI's flags in `flag_values` (default: the global FLAGS) when it runs, never at import."""
     from absl import flags
 
-    flags.DEFINE_enum("dataset", None, sorted(DEFAULT_IMAGE_SIZE), "Dataset format to write.")
-    flags.DEFINE_string("out", None, "Output folder (the dataset root).")
-    flags.DEFINE_integer("num_images", None, "Number of stimuli to write.")
-    flags.DEFINE_integer("seed", 0, "Random seed.")
-    flags.DEFINE_list("image_size", None, "Optional 'h,w' override of the real image size.")
-    flags.mark_flags_as_required(["dataset", "out", "num_images"])
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+
+    flags.DEFINE_enum("dataset", None, sorted(DEFAULT_IMAGE_SIZE), "Dataset format to write.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output folder (the dataset root).", flag_values=flag_values)
+    flags.DEFINE_integer("num_images", None, "Number of stimuli to write.", flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=flag_values)
+    flags.DEFINE_list("image_size", None, "Optional 'h,w' override of the real image size.",
+                      flag_values=flag_values)
+    flags.mark_flags_as_required(["dataset", "out", "num_images"], flag_values=flag_values)
 
 
 if __name__ == "__main__":
     from absl import app
 
-    _define_flags()
+    define_flags()
     app.run(main)
