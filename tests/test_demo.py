@@ -1,4 +1,4 @@
-"""The demo pipeline (train/demo_pipeline.py, train/demo_server.py, train/demo.py).
+"""The demo pipeline (train/demo_pipeline.py, demo_stages.py, demo_server.py, demo.py).
 
 The default suite runs the whole pipeline once (module fixture, ~20-45 s) over
 two tiny encoders at 32x48 with one step per training stage: every stage's
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train import demo_pipeline
+from train import demo_pipeline, demo_stages
 
 TINY_INPUT = (32, 48)
 
@@ -139,9 +139,9 @@ def test_server_is_stopped_when_scoring_fails(demo_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(serving.client, "run_client", failing_client)
     config = _tiny_config(tmp_path / "unused")
-    images = demo_pipeline.pick_test_images(result.paths["data"], 1)
+    images = demo_stages.pick_test_images(result.paths["data"], 1)
     with pytest.raises(ConnectionError, match="on purpose"):
-        demo_pipeline.serve_and_score(
+        demo_stages.serve_and_score(
             config, os.path.dirname(result.paths["export"]), images, str(tmp_path / "overlays"),
             str(tmp_path / "server.log"), on_server_started=lambda s: seen.update(pid=s.pid, up=_pid_running(s.pid)),
         )
@@ -152,7 +152,7 @@ def test_a_failed_stage_is_recorded_before_it_is_raised(tmp_path, monkeypatch):
     def broken_generator(config, data_dir):
         raise OSError("disk full, on purpose")
 
-    monkeypatch.setattr(demo_pipeline, "generate_data", broken_generator)
+    monkeypatch.setattr(demo_stages, "generate_data", broken_generator)
     with pytest.raises(OSError, match="on purpose"):
         demo_pipeline.run_demo(_tiny_config(tmp_path / "out"))
     with open(tmp_path / "out" / "config.json") as f:

@@ -1,0 +1,142 @@
+"""The demo's stages: one function per stage, each a call into the library (see demo_pipeline)."""
+
+import dataclasses
+import glob
+import logging
+import os
+
+_LOG = logging.getLogger(__name__)
+DATASET = "salicon"
+MODEL_NAME = "emlnet"
+EXPORT_VERSION = 1
+# Sigma of the released EML-NET code's blur (5 px at 480x640), scaled to the demo's input height.
+PAPER_BLUR_SIGMA_AT_480 = 5.0
+
+
+def generate_data(config, data_dir):
+    """Writes `config.num_images` synthetic SALICON-format images to `data_dir`."""
+    from keras_emlnet.data.generate import generate_dataset
+
+    written = generate_dataset(DATASET, data_dir, config.num_images, seed=config.seed, image_size=config.image_size)
+    _LOG.info("wrote %s images (%s) to %s", DATASET, written["files"], data_dir)
+
+
+def train_encoders(config, data_dir, runs_dir, callbacks):
+    """Trains one encoder per backbone; returns their `.keras` paths."""
+    from keras_emlnet import encoder_training
+
+    recipe = dataclasses.replace(
+        encoder_training.ENCODER_RECIPE, epochs=1, batch_size=config.batch_size, input_size=config.input_size,
+        steps_per_epoch=config.encoder_steps, max_steps=config.encoder_steps,
+        validation_steps=config.validation_steps, seed=config.seed,
+    )
+    paths = []
+    for backbone, name in zip(config.backbones, config.backbone_names()):
+        _LOG.info("encoder %s: random initialisation (pretrained ImageNet/Places365 weights cannot be fetched "
+                  "on this machine; see README 'Reproducing the paper'), %d steps of batch %d at %dx%d",
+                  name, config.encoder_steps, config.batch_size, *config.input_size)
+        result = encoder_training.train_encoder(
+            backbone, DATASET, data_dir, recipe, os.path.join(runs_dir, name), callbacks=callbacks)
+        paths.append(result.final_model_path)
+    return paths
+
+
+def train_decoder(config, data_dir, encoder_paths, workdir, callbacks):
+    """Trains the decoder over the encoders; returns the `emlnet.keras` path."""
+    from keras_emlnet import decoder_training
+
+    recipe = dataclasses.replace(
+        decoder_training.DECODER_RECIPE, epochs=1, batch_size=config.batch_size, input_size=config.input_size,
+        steps_per_epoch=config.decoder_steps, max_steps=config.decoder_steps,
+        validation_steps=config.validation_steps, seed=config.seed,
+    )
+    blur_sigma = PAPER_BLUR_SIGMA_AT_480 * config.input_size[0] / 480.0
+    result = decoder_training.train_decoder(
+        encoder_paths, DATASET, data_dir, recipe, workdir, blur_sigma=blur_sigma, callbacks=callbacks)
+    return result.final_model_path
+
+
+def load_emlnet(path):
+    """Loads the trained `emlnet.keras` (once: evaluation and export share it)."""
+    import importlib
+
+    import keras
+
+    # Every module whose layers an EMLNet holds must be imported (registered) before loading.
+    for module in ("keras_emlnet.emlnet", "keras_emlnet.extractor", "keras_emlnet.encoder"):
+        importlib.import_module(module)
+    return keras.saving.load_model(path, compile=False)
+
+
+def evaluate_model(config, model_path, data_dir, eval_dir):
+    """Scores the model and the center bias on the val split; writes the tables.
+
+    Returns:
+        (the loaded model, the per-row summary, the table as text).
+    """
+    from keras_emlnet import evaluation, evaluation_tables
+    from keras_emlnet.predictor import predictor_from_keras_model
+    from keras_emlnet.progress import ThroughputProgress
+
+    eval_config = evaluation.EvalConfig(
+        dataset=DATASET, data_dir=data_dir, split="val", model_name="EML-NET (demo)", seed=config.seed,
+        batch_size=config.batch_size,
+    )
+    model = load_emlnet(model_path)
+    predictor = predictor_from_keras_model(model, source=model_path)
+    results = evaluation.evaluate(
+        predictor, eval_config, make_progress=lambda total: ThroughputProgress(total, verbose=2).add)
+    evaluation_tables.write_results(
+        eval_dir, results.summary, per_image=results.per_image,
+        info={"dataset": DATASET, "split": "val", "images": results.summary[0]["images"]},
+        config={**dataclasses.asdict(eval_config), **predictor.config()},
+    )
+    return model, results.summary, evaluation_tables.format_text(results.summary)
+
+
+def export_model(model, model_path, export_base):
+    """Exports version EXPORT_VERSION of the model; returns the version folder."""
+    from serving.export import ExportConfig, export_saliency_model
+
+    version_dir, record = export_saliency_model(
+        model, ExportConfig(model=model_path, export_base=export_base, version=EXPORT_VERSION, model_name=MODEL_NAME))
+    _LOG.info("exported %s (max |SavedModel - Keras| = %.3g)", version_dir, record["parity"]["max_abs_diff"])
+    return version_dir
+
+
+def pick_test_images(data_dir, count):
+    """The first `count` generated test images (never seen in training or evaluation)."""
+    paths = sorted(glob.glob(os.path.join(data_dir, "images", "test", "*.jpg")))
+    if len(paths) < count:
+        raise ValueError(f"{data_dir}/images/test holds {len(paths)} images, the demo scores {count}")
+    return paths[:count]
+
+
+def serve_and_score(config, export_base, images, overlays_dir, log_path, *, on_server_started=None):
+    """Starts the local server, scores `images` over gRPC, stops the server (also on failure).
+
+    Returns:
+        {image: [map png, overlay png]}.
+
+    Raises:
+        RuntimeError: an image the server could not score (named).
+    """
+    from serving.client import ClientConfig, run_client
+    from train.demo_server import LocalServer
+
+    server = LocalServer(export_base, MODEL_NAME, log_path, start_timeout_s=config.server_start_timeout_s)
+    try:
+        server.start()
+        _LOG.info("server pid %d serving %s: gRPC %s, REST 127.0.0.1:%d (log %s)",
+                  server.pid, MODEL_NAME, server.grpc_address, server.rest_port, log_path)
+        if on_server_started is not None:
+            on_server_started(server)
+        written, failed = run_client(ClientConfig(
+            server=server.grpc_address, model_name=MODEL_NAME, images=tuple(images), out=overlays_dir))
+    finally:
+        code = server.stop()
+        if server.pid is not None:
+            _LOG.info("server pid %d stopped (exit code %s)", server.pid, code)
+    if failed:
+        raise RuntimeError(f"the server could not score {failed}")
+    return written
