@@ -1,6 +1,6 @@
 r"""Runs EML-NET end to end on generated data (`make demo`).
 
-    python -m train.demo                       # the default: about 10-15 min on 2 CPU cores
+    python -m train.demo             # the default: ~9 min on 2 free CPU cores, ~16 min under load
     python -m train.demo --out /tmp/demo --input_size 64x96 --encoder_steps 1 --decoder_steps 1
 
 Generates a small SALICON-format dataset, trains the `nasnet` and `densenet161`
@@ -20,24 +20,6 @@ import keras
 from absl import app, flags, logging
 
 from train import demo_pipeline
-
-_DEFAULTS = demo_pipeline.DemoConfig()
-_OUT = flags.DEFINE_string("out", _DEFAULTS.out, "Output folder (a previous demo's folder is replaced).")
-_BACKBONES = flags.DEFINE_list("backbones", list(_DEFAULTS.backbones), "Encoder backbones (registry names).")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", _DEFAULTS.num_images,
-                                   "Generated images: half train, a quarter val, a quarter test.", lower_bound=4)
-_IMAGE_SIZE = flags.DEFINE_string("image_size", "x".join(map(str, _DEFAULTS.image_size)),
-                                  "Generated image size HxW (SALICON: 480x640).")
-_INPUT_SIZE = flags.DEFINE_string("input_size", "x".join(map(str, _DEFAULTS.input_size)),
-                                  "Model input size HxW (the paper: 480x640; NASNet needs >= 32).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Training batch size.", lower_bound=1)
-_ENCODER_STEPS = flags.DEFINE_integer("encoder_steps", _DEFAULTS.encoder_steps, "Training steps per encoder.",
-                                      lower_bound=1)
-_DECODER_STEPS = flags.DEFINE_integer("decoder_steps", _DEFAULTS.decoder_steps, "Decoder training steps.",
-                                      lower_bound=1)
-_CLIENT_IMAGES = flags.DEFINE_integer("client_images", _DEFAULTS.client_images,
-                                      "Test images scored through the server.", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of data, initialisation and metrics.")
 
 
 def parse_size(text, flag):
@@ -65,19 +47,52 @@ class StepLogger(keras.callbacks.Callback):
         logging.info("  validation: %s", ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items())))
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def define_flags(flag_values=None):
+    """Defines this CLI's flags in `flag_values` (default: the global FLAGS) when it runs, never at import."""
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    defaults = demo_pipeline.DemoConfig()
+    flags.DEFINE_string("out", defaults.out, "Output folder (a previous demo's folder is replaced).",
+                        flag_values=flag_values)
+    flags.DEFINE_list("backbones", list(defaults.backbones), "Encoder backbones (registry names).",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("num_images", defaults.num_images, "Generated images: half train, a quarter val, "
+                         "a quarter test.", lower_bound=4, flag_values=flag_values)
+    flags.DEFINE_string("image_size", "x".join(map(str, defaults.image_size)),
+                        "Generated image size HxW (SALICON: 480x640).", flag_values=flag_values)
+    flags.DEFINE_string("input_size", "x".join(map(str, defaults.input_size)),
+                        "Model input size HxW (the paper: 480x640; keep >= 64 when training from scratch).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", defaults.batch_size, "Training batch size of every stage.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_integer("encoder_steps", defaults.encoder_steps, "Training steps per encoder.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_integer("decoder_steps", defaults.decoder_steps, "Decoder training steps.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_integer("client_images", defaults.client_images, "Test images scored through the server.",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("seed", defaults.seed, "Seed of data, initialisation, data order and metrics.",
+                         flag_values=flag_values)
+
+
+def config_from_flags(flag_values=None):
+    """The DemoConfig the flags describe; app.UsageError naming a bad flag."""
+    values = flags.FLAGS if flag_values is None else flag_values
     try:
-        config = demo_pipeline.DemoConfig(
-            out=_OUT.value, backbones=tuple(_BACKBONES.value), num_images=_NUM_IMAGES.value,
-            image_size=parse_size(_IMAGE_SIZE.value, "image_size"),
-            input_size=parse_size(_INPUT_SIZE.value, "input_size"),
-            batch_size=_BATCH_SIZE.value, encoder_steps=_ENCODER_STEPS.value, decoder_steps=_DECODER_STEPS.value,
-            client_images=_CLIENT_IMAGES.value, seed=_SEED.value,
+        return demo_pipeline.DemoConfig(
+            out=values.out, backbones=tuple(values.backbones), num_images=values.num_images,
+            image_size=parse_size(values.image_size, "image_size"),
+            input_size=parse_size(values.input_size, "input_size"),
+            batch_size=values.batch_size, encoder_steps=values.encoder_steps, decoder_steps=values.decoder_steps,
+            client_images=values.client_images, seed=values.seed,
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = config_from_flags()
     # SIGTERM (e.g. `timeout`, a CI cancel) unwinds like Ctrl-C, so the
     # pipeline's `finally` stops the server it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -97,4 +112,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
