@@ -7,15 +7,15 @@ split (`keras_emlnet.sampled_auc` holds the thresholds and the exact expectation
 
 import numpy as np
 
+from keras_emlnet import metric_inputs as inputs
 from keras_emlnet import sampled_auc
-from keras_emlnet.metric_inputs import as_map as _as_map
-from keras_emlnet.metric_inputs import fixated_indices as _fixated
-from keras_emlnet.metric_inputs import resized as _resized
+from keras_emlnet.threshold_counts import count_normalized_at_least
 
 JUDD_JITTER_DIVISOR = 10_000_000  # AUC_Judd.m: rand(size) / 10000000
 DEFAULT_SEED = 0
 DEFAULT_N_SPLITS = 100  # AUC_Borji.m / AUC_shuffled.m Nsplits
 DEFAULT_STEP_SIZE = 0.1  # AUC_Borji.m / AUC_shuffled.m stepSize
+_JITTER_CHUNK = 32_768  # jitter drawn and added in cache-sized chunks
 
 
 def _rng(seed):
@@ -48,29 +48,27 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
     Returns:
         The AUC; NaN without fixations, for a constant map, or when every pixel is fixated.
     """
-    fixations = _as_map(fixation_map, "fixation_map", fixations=True)
-    saliency = _resized(_as_map(saliency_map, "saliency_map"), fixations.shape)
-    fixated = _fixated(fixations)
+    shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
+    saliency, checked = inputs.map_at(saliency_map, shape, "saliency_map")
     if fixated.size == 0:
+        if not checked:
+            inputs.require_finite(saliency, "saliency_map", saliency.sum())
         return float("nan")
-    if jitter:
-        values = _rng(seed).random(saliency.size)
-        values /= JUDD_JITTER_DIVISOR
-        values += saliency.reshape(-1)
-    else:
-        values = saliency.flatten()
-    fixated_values = values[fixated]
-    # Sort the raw map once: min-max normalisation is monotone, so normalising the sorted
-    # values gives MATLAB's normalised map in sorted order, and counting #{S >= t} is a search.
-    values.sort()
-    low, spread = values[0], values[-1] - values[0]
+    flat = saliency.reshape(-1)
+    values = _jittered(flat, _rng(seed)) if jitter else flat
+    low, high = values.min(), values.max()
+    if not checked:  # the jitter is finite: NaN or inf in the map shows in these extremes
+        inputs.require_finite(saliency, "saliency_map", low, high)
+    spread = high - low
     if spread == 0:
         return float("nan")
-    values -= low
-    values /= spread
-    thresholds = np.sort((fixated_values - low) / spread)[::-1]
-    above = values.size - np.searchsorted(values, thresholds, side="left")
-    num_fix, num_pix = thresholds.size, values.size
+    # MATLAB's thresholds: the min-max normalised map at the fixations, descending. The
+    # normalisation is monotone, so sorting the raw values orders the thresholds (ties in the
+    # normalised values, which share one count, aside).
+    fixated_values = np.sort(values[fixated])
+    tied_map = np.unique(flat[fixated]).size < fixated.size  # e.g. an 8-bit map
+    above = count_normalized_at_least(values, low, spread, fixated_values, tied_map=tied_map)[::-1]
+    num_fix, num_pix = fixated_values.size, values.size
     ranks = np.arange(1, num_fix + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         fp = np.concatenate([[0.0], (above - ranks) / (num_pix - num_fix), [1.0]])
@@ -78,11 +76,28 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
     return float(np.sum(np.diff(fp) * (tp[:-1] + tp[1:])) / 2.0)
 
 
-def _saliency_range(saliency_map, fixations):
+def _jittered(flat, rng):
+    """flat + rng.random(flat.size) / JUDD_JITTER_DIVISOR, drawn and added chunk by chunk.
+
+    Generator.random fills consecutive chunks with the same numbers as one call for the
+    whole size, so the jitter is exactly `default_rng(seed).random(size) / 1e7`.
+    """
+    values = np.empty_like(flat)
+    for start in range(0, flat.size, _JITTER_CHUNK):
+        chunk = values[start : start + _JITTER_CHUNK]
+        rng.random(out=chunk)
+        chunk /= JUDD_JITTER_DIVISOR
+        chunk += flat[start : start + _JITTER_CHUNK]
+    return values
+
+
+def _saliency_range(saliency_map, shape):
     """Resized saliency map and its (min, max - min); range 0 means MATLAB's all-NaN map."""
-    saliency = _resized(_as_map(saliency_map, "saliency_map"), fixations.shape)
-    low = saliency.min()
-    return saliency, low, saliency.max() - low
+    saliency, checked = inputs.map_at(saliency_map, shape, "saliency_map")
+    low, high = saliency.min(), saliency.max()
+    if not checked:
+        inputs.require_finite(saliency, "saliency_map", low, high)
+    return saliency, low, high - low
 
 
 def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None):
@@ -103,11 +118,10 @@ def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_siz
         The AUC; NaN for fewer than two fixations or a constant map.
     """
     _check_sampling(n_splits, step_size)
-    fixations = _as_map(fixation_map, "fixation_map", fixations=True)
-    fixated = _fixated(fixations)
+    shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
     if fixated.size <= 1:
         return float("nan")
-    saliency, low, spread = _saliency_range(saliency_map, fixations)
+    saliency, low, spread = _saliency_range(saliency_map, shape)
     if spread == 0:
         return float("nan")
     values = saliency.reshape(-1)
@@ -119,7 +133,7 @@ def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_siz
         pool /= spread
         return sampled_auc.expected_auc(positives, pool, positives.size, step=step_size, replace=True)
     draws = _rng(seed).integers(0, values.size, size=(int(n_splits), positives.size))  # randi
-    negatives = values[draws]
+    negatives = np.take(values, draws)  # = values[draws], faster
     negatives -= low
     negatives /= spread
     return float(np.mean(sampled_auc.split_aucs(positives, negatives, step_size)))
@@ -146,15 +160,13 @@ def auc_shuffled(
         The AUC; NaN without fixations, for a constant map, or an other_map without fixations.
     """
     _check_sampling(n_splits, step_size)
-    fixations = _as_map(fixation_map, "fixation_map", fixations=True)
-    others = _as_map(other_map, "other_map", fixations=True)
-    if others.shape != fixations.shape:
-        raise ValueError(f"other_map shape {others.shape} differs from fixation_map shape {fixations.shape}")
-    fixated = _fixated(fixations)
+    shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
+    other_shape, others = inputs.fixation_points(other_map, "other_map")
+    if other_shape != shape:
+        raise ValueError(f"other_map shape {other_shape} differs from fixation_map shape {shape}")
     if fixated.size == 0:
         return float("nan")
-    saliency, low, spread = _saliency_range(saliency_map, fixations)
-    others = _fixated(others)
+    saliency, low, spread = _saliency_range(saliency_map, shape)
     if spread == 0 or others.size == 0:
         return float("nan")
     values = saliency.reshape(-1)

@@ -80,6 +80,24 @@ def resize_weights(in_length, out_length, scale):
     return matrix
 
 
+@functools.lru_cache(maxsize=64)
+def _uses_every_input(in_length, out_length, scale):
+    return np.unique(resize_weights(in_length, out_length, scale).indices).size == in_length
+
+
+def uses_every_pixel(input_shape, *, output_shape=None, scale=None):
+    """Whether every input pixel has a stored weight in both passes of this resize.
+
+    Then a NaN or infinite input value makes some output value NaN or infinite (0 * NaN and
+    0 * inf are NaN), so a finite output proves the input finite. True for every shrink (the
+    kernel is wider than the output spacing) and every enlargement.
+    """
+    shape, scales = output_shape_and_scale(input_shape, output_shape=output_shape, scale=scale)
+    if shape == tuple(input_shape) and scales == (1.0, 1.0):
+        return True
+    return all(_uses_every_input(n, m, s) for n, m, s in zip(input_shape, shape, scales))
+
+
 def _check_image(image):
     array = np.asarray(image)
     if array.ndim != 2:

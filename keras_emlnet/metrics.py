@@ -19,14 +19,19 @@ Deliberate differences from the MATLAB code (all documented where they apply):
   maxima first, so MATLAB's EMD differs by ~1e-6 relative;
 - integer inputs are used as float64 values; MATLAB's imresize would round and saturate an
   integer-class map it resizes (im2double's 1/255 scaling does not change any score);
-- float summation order differs (~1e-15 relative); SIM and IG take sum(x - min(x)) as
-  sum(x) - n*min(x) unless that loses digits (< ~1e-12 relative), and SIM divides once by
-  (max - min) * sum(minmax map) instead of twice.
+- float rounding differs (~1e-15 relative): sums run chunk by chunk
+  (`keras_emlnet.blocked_reductions`); KLD and SIM fold their normalising divisions into one
+  factor per map (see their docstrings); SIM and IG take sum(x - min(x)) as
+  sum(x) - n*min(x) unless that loses digits (< ~1e-12 relative).
 """
+
+import math
 
 import numpy as np
 
+from keras_emlnet import blocked_reductions as reductions
 from keras_emlnet import imresize as imresize_lib
+from keras_emlnet import metric_inputs as inputs
 from keras_emlnet import transport
 from keras_emlnet.auc import (  # noqa: F401  (public API of this module)
     DEFAULT_N_SPLITS,
@@ -37,10 +42,7 @@ from keras_emlnet.auc import (  # noqa: F401  (public API of this module)
     auc_judd,
     auc_shuffled,
 )
-from keras_emlnet.metric_inputs import as_map as _as_map
-from keras_emlnet.metric_inputs import blocks as _blocks
-from keras_emlnet.metric_inputs import fixated_indices as _fixated
-from keras_emlnet.metric_inputs import resized as _resized
+from keras_emlnet.blocked_reductions import blocks as _blocks
 
 __all__ = ["auc_judd", "auc_borji", "auc_shuffled", "nss", "cc", "kld", "sim", "emd", "info_gain"]
 
@@ -48,22 +50,39 @@ EPS = 2.0**-52  # MATLAB's eps, used by KLdiv.m and InfoGain.m
 EMD_DOWNSIZE = 32  # EMD.m: imresize(fixationMap, 1/downsize)
 # sum(x) - n*min(x) is used for sum(x - min(x)) while it loses < 3 digits (error < ~1e-12).
 _MAX_CANCELLATION = 1e3
+_TINY = np.finfo(np.float64).tiny
 
 
-def _shifted_sum(array, low):
-    """sum(array - low): sum(array) - n * low unless that subtraction would cancel digits."""
-    total = float(array.sum())
+def _shifted_sum(array, low, total):
+    """sum(array - low) from total = sum(array), unless the subtraction would cancel digits."""
     offset = array.size * float(low)
-    shifted = total - offset
+    shifted = float(total) - offset
     if abs(total) + abs(offset) <= _MAX_CANCELLATION * abs(shifted):
         return shifted
     return float(sum(np.subtract(block, low).sum() for (block,) in _blocks(array)))
 
 
-def _dot(a, b):
-    # einsum, not np.dot: BLAS may hand a 16k-element dot to worker threads, which costs far
-    # more than the sum itself when the cores are busy.
-    return float(np.einsum("i,i->", a, b))
+def _is_normal(*values):
+    """Finite, nonzero and not subnormal: safe to fold into a rescaled formula (no lost digits)."""
+    return all(math.isfinite(v) and abs(v) >= _TINY for v in values)
+
+
+def _checked_with_sum(value, name, shape=None):
+    """(float64 map, its sum), finite-checked; resized to `shape` first when given and different."""
+    array, checked = inputs.map_at(value, shape, name) if shape else (inputs.float_map(value, name), False)
+    total = array.sum()
+    if not checked:
+        inputs.require_finite(array, name, total)
+    return array, total
+
+
+def _checked_with_range(value, name, shape=None):
+    """(float64 map, min, max), finite-checked; resized to `shape` first when given and different."""
+    array, checked = inputs.map_at(value, shape, name) if shape else (inputs.float_map(value, name), False)
+    low, high = array.min(), array.max()
+    if not checked:
+        inputs.require_finite(array, name, low, high)
+    return array, low, high
 
 
 def nss(saliency_map, fixation_map):
@@ -75,11 +94,10 @@ def nss(saliency_map, fixation_map):
     Returns:
         NSS; NaN for a constant map or no fixations.
     """
-    fixations = _as_map(fixation_map, "fixation_map", fixations=True)
-    saliency = _resized(_as_map(saliency_map, "saliency_map"), fixations.shape)
-    fixated = _fixated(fixations)
-    mean = saliency.mean()
-    squares = sum(_dot(d, d) for d in (block - mean for (block,) in _blocks(saliency)))
+    shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
+    saliency, total = _checked_with_sum(saliency_map, "saliency_map", shape)
+    mean = total / saliency.size  # = saliency.mean(): the same pairwise sum
+    squares = reductions.centered_products(saliency, mean)[0]
     std = np.sqrt(squares / (saliency.size - 1)) if saliency.size > 1 else 0.0
     if std == 0 or fixated.size == 0:
         return float("nan")
@@ -95,15 +113,11 @@ def cc(saliency_map, density_map):
     Returns:
         CC; NaN when either map is constant.
     """
-    density = _as_map(density_map, "density_map")
-    saliency = _resized(_as_map(saliency_map, "saliency_map"), density.shape)
-    saliency_mean, density_mean = saliency.mean(), density.mean()
-    cross = saliency_squares = density_squares = 0.0
-    for s_block, d_block in _blocks(saliency, density):
-        a, b = s_block - saliency_mean, d_block - density_mean
-        cross += _dot(a, b)
-        saliency_squares += _dot(a, a)
-        density_squares += _dot(b, b)
+    density, density_total = _checked_with_sum(density_map, "density_map")
+    saliency, saliency_total = _checked_with_sum(saliency_map, "saliency_map", density.shape)
+    saliency_squares, cross, density_squares = reductions.centered_products(
+        saliency, saliency_total / saliency.size, density, density_total / density.size
+    )
     denominator = np.sqrt(saliency_squares * density_squares)
     if denominator == 0:
         return float("nan")
@@ -117,15 +131,32 @@ def kld(saliency_map, density_map):
         P = S / sum(S), Q = D / sum(D)   (an all-zero map stays zero)
         KLD = sum Q * log(eps + Q / (P + eps)),  eps = 2^-52
 
+    Computed as sum D * log(eps + D * (p/q) / (S + eps * p)) / q with p = sum(S), q = sum(D)
+    (fewer divisions; equal up to rounding) whenever those factors are normal numbers.
+
     Raises:
         ValueError: a negative resized saliency value meets positive density, where MATLAB
             would return a complex number.
     """
-    density = _as_map(density_map, "density_map")
-    saliency = _resized(_as_map(saliency_map, "saliency_map"), density.shape)
-    # an all-zero map stays zero (MATLAB's `if any(map(:))`)
-    p_total = saliency.sum() if saliency.any() else 1.0
-    q_total = density.sum() if density.any() else 1.0
+    density, q_total = _checked_with_sum(density_map, "density_map")
+    saliency, p_total = _checked_with_sum(saliency_map, "saliency_map", density.shape)
+    # an all-zero map stays zero (MATLAB's `if any(map(:))`); the sum is zero then
+    if p_total == 0 and not saliency.any():
+        p_total = 1.0
+    if q_total == 0 and not density.any():
+        q_total = 1.0
+    ratio_scale, saliency_eps = p_total / q_total, EPS * p_total
+    if _is_normal(p_total, q_total, ratio_scale, saliency_eps):
+        score = reductions.kl_sum(saliency, density, ratio_scale, saliency_eps, EPS) / q_total
+    else:
+        score = _kld_direct(saliency, density, p_total, q_total)
+    if np.isnan(score) and _has_negative_ratio(saliency / p_total, density / q_total):
+        raise ValueError("kld: the saliency map has negative values where the density is positive (complex log)")
+    return float(score)
+
+
+def _kld_direct(saliency, density, p_total, q_total):
+    """KLdiv.m's expression as written (used when the rescaled form could lose digits)."""
     score = 0.0
     for s_block, d_block in _blocks(saliency, density):
         q = d_block / q_total
@@ -135,10 +166,8 @@ def kld(saliency_map, density_map):
         ratio += EPS  # MATLAB's eps + map2 ./ (map1 + eps)
         with np.errstate(divide="ignore", invalid="ignore"):
             np.log(ratio, out=ratio)  # NaN where the ratio is negative
-        score += _dot(q, ratio)
-    if np.isnan(score) and _has_negative_ratio(saliency / p_total, density / q_total):
-        raise ValueError("kld: the saliency map has negative values where the density is positive (complex log)")
-    return float(score)
+        score += reductions.dot(q, ratio)
+    return score
 
 
 def _has_negative_ratio(p, q):
@@ -152,14 +181,16 @@ def sim(saliency_map, density_map):
         P = minmax(S) / sum(minmax(S)), Q likewise (an all-zero map stays zero)
         SIM = sum min(P, Q)
 
+    Computed as sum min(S - min S, (D - min D) * a / b) / a with a = sum(S - min S),
+    b = sum(D - min D) (equal up to rounding) whenever a and a / b are normal numbers.
+
     Returns:
         SIM; NaN when a map is constant and not all zero.
     """
-    density = _as_map(density_map, "density_map")
-    saliency = _resized(_as_map(saliency_map, "saliency_map"), density.shape)
+    density, *density_range = _checked_with_range(density_map, "density_map")
+    saliency, *saliency_range = _checked_with_range(saliency_map, "saliency_map", density.shape)
     offsets, divisors = [], []  # MATLAB's (map - min) / (max - min) / sum(...), per map
-    for array in (saliency, density):
-        low, high = array.min(), array.max()
+    for array, (low, high) in ((saliency, saliency_range), (density, density_range)):
         if low == high == 0:  # an all-zero map stays zero
             offsets.append(0.0)
             divisors.append(1.0)
@@ -167,7 +198,10 @@ def sim(saliency_map, density_map):
         if low == high:
             return float("nan")
         offsets.append(low)
-        divisors.append(_shifted_sum(array, low))  # = (max - min) * sum(minmax map)
+        divisors.append(_shifted_sum(array, low, array.sum()))  # = (max - min) * sum(minmax map)
+    if _is_normal(divisors[0], divisors[0] / divisors[1]):
+        scale = divisors[0] / divisors[1]
+        return float(reductions.intersection_sum(saliency, offsets[0], density, offsets[1], scale) / divisors[0])
     score = 0.0
     for s_block, d_block in _blocks(saliency, density):
         a = np.subtract(s_block, offsets[0])
@@ -191,14 +225,22 @@ def emd(saliency_map, density_map):
     Returns:
         EMD; NaN when either downsized map sums to zero.
     """
-    density = _as_map(density_map, "density_map")
-    saliency = _as_map(saliency_map, "saliency_map")
-    small_density = imresize_lib.imresize(density, scale=1.0 / EMD_DOWNSIZE)
-    small_saliency = imresize_lib.imresize(saliency, output_shape=small_density.shape)
-    totals = small_density.sum(), small_saliency.sum()
-    if totals[0] == 0 or totals[1] == 0:
+    small_density, density_total = _downsized(density_map, "density_map", scale=1.0 / EMD_DOWNSIZE)
+    small_saliency, saliency_total = _downsized(saliency_map, "saliency_map", output_shape=small_density.shape)
+    if density_total == 0 or saliency_total == 0:
         return float("nan")
-    return transport.grid_emd(small_density / totals[0], small_saliency / totals[1])
+    return transport.grid_emd(small_density / density_total, small_saliency / saliency_total)
+
+
+def _downsized(value, name, **size):
+    """(imresize(map, **size), its sum), the map's values checked through the small map's sum."""
+    array = inputs.float_map(value, name)
+    small = imresize_lib.imresize(array, **size)
+    with np.errstate(over="ignore", invalid="ignore"):  # a bad map is reported below
+        total = small.sum()
+    if not (math.isfinite(total) and imresize_lib.uses_every_pixel(array.shape, **size)):
+        inputs.require_finite(array, name, array.sum())
+    return small, total
 
 
 def info_gain(saliency_map, fixation_map, baseline_map):
@@ -211,17 +253,16 @@ def info_gain(saliency_map, fixation_map, baseline_map):
     Returns:
         IG; NaN for a constant saliency or baseline map, or no fixations.
     """
-    fixations = _as_map(fixation_map, "fixation_map", fixations=True)
-    fixated = _fixated(fixations)
+    shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
     if fixated.size == 0:
         return float("nan")
     logs = []
     for value, name in ((saliency_map, "saliency_map"), (baseline_map, "baseline_map")):
-        array = _resized(_as_map(value, name), fixations.shape)
-        low, spread = array.min(), array.max() - array.min()
+        array, low, high = _checked_with_range(value, name, shape)
+        spread = high - low
         if spread == 0:
             return float("nan")
-        total = _shifted_sum(array, low) / spread  # sum of MATLAB's minmax map
+        total = _shifted_sum(array, low, array.sum()) / spread  # sum of MATLAB's minmax map
         at_fixations = (array.ravel()[fixated] - low) / spread
         logs.append(np.log2(EPS + at_fixations / total))
     return float(np.mean(logs[0] - logs[1]))

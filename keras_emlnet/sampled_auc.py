@@ -31,6 +31,8 @@ from scipy.special import gammaln
 # Values this many ulps (of max(1, largest value)) around a grid point k*step are treated one by
 # one; every threshold MATLAB's colon operator produces lies well inside that window.
 _GRID_SLACK_ULPS = 64
+# Up to this many distinct thresholds over all splits, split_aucs counts by comparison per level.
+_MAX_COMPARED_LEVELS = 48
 # Smallest threshold step accepted: 1/step thresholds are materialised per split.
 MIN_STEP_SIZE = 1e-6
 
@@ -71,16 +73,24 @@ def _atoms(pool, step):
     grid = np.arange(int(math.floor(top / step)) + 2, dtype=np.float64) * step
     window_lo = np.searchsorted(pool, grid - slack, side="left")
     window_hi = np.searchsorted(pool, grid + slack, side="right")
-    values, counts = [], []
-    for k in range(grid.size):
-        near, near_counts = np.unique(pool[window_lo[k] : window_hi[k]], return_counts=True)
-        values.extend(near.tolist())
-        counts.extend(near_counts.tolist())
-        if k + 1 < grid.size and window_lo[k + 1] > window_hi[k]:
-            # any value strictly between the windows stands for all of them
-            values.append(grid[k] + 0.5 * step)
-            counts.append(int(window_lo[k + 1] - window_hi[k]))
-    return np.asarray(values), np.asarray(counts, dtype=np.int64)
+    # each value's grid cell: the last window starting at or before it; inside that window the
+    # value is its own atom, after it (before the next window) it joins the cell's gap atom
+    position = np.arange(pool.size)
+    cell = np.searchsorted(window_lo, position, side="right") - 1
+    inside = position < window_hi[np.maximum(cell, 0)]
+    # values before the first window or after the last one belong to no atom (none for pools in [0, 1])
+    kept = (cell >= 0) & (inside | (cell < grid.size - 1))
+    if not kept.all():
+        pool, cell, inside = pool[kept], cell[kept], inside[kept]
+    if pool.size == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    new_atom = np.ones(pool.size, dtype=bool)
+    new_atom[1:] = (cell[1:] != cell[:-1]) | (inside[1:] != inside[:-1]) | (inside[1:] & (pool[1:] != pool[:-1]))
+    starts = np.flatnonzero(new_atom)
+    counts = np.diff(np.append(starts, pool.size)).astype(np.int64)
+    # a value strictly between two windows stands for all of them
+    values = np.where(inside[starts], pool[starts], grid[cell[starts]] + 0.5 * step)
+    return values, counts
 
 
 def _count_at_least(sorted_values, thresholds):
@@ -209,6 +219,28 @@ def split_aucs(positives, negatives, step):
     limits = np.maximum(positives[-1], negatives.max(axis=1))
     thresholds = matlab_colon_from_zero(limits, step)  # each split has its own last bits
     tp = _count_at_least(positives, thresholds) / positives.size
-    ordered = np.sort(negatives, axis=1)
-    counts = np.array([_count_at_least(row, row_thresholds) for row, row_thresholds in zip(ordered, thresholds)])
-    return _trapezoid_auc(counts / negatives.shape[1], tp, 1.0)
+    return _trapezoid_auc(_row_counts_at_least(negatives, thresholds) / negatives.shape[1], tp, 1.0)
+
+
+def _row_counts_at_least(rows, thresholds):
+    """counts[r, k] = #{rows[r] >= thresholds[r, k]}; threshold rows ascending, +inf allowed.
+
+    The splits' thresholds differ only in a few last-bit variants of k * step, so the distinct
+    levels are few: each value's number of levels reached (one comparison per level) and a
+    per-row histogram of it give every count. Many levels (small steps): per-row binary search.
+    """
+    levels = np.unique(thresholds[np.isfinite(thresholds)])
+    if levels.size > _MAX_COMPARED_LEVELS:
+        ordered = np.sort(rows, axis=1)
+        return np.array([_count_at_least(row, row_thresholds) for row, row_thresholds in zip(ordered, thresholds)])
+    reached = np.zeros(rows.shape, dtype=np.uint8)  # levels <= _MAX_COMPARED_LEVELS < 256
+    at_level = np.empty(rows.shape, dtype=bool)
+    for level in levels:
+        np.greater_equal(rows, level, out=at_level)
+        reached += at_level.view(np.uint8)
+    num_rows, width = rows.shape[0], levels.size + 2
+    bins = reached + (np.arange(num_rows) * width)[:, None]  # one histogram per row
+    histogram = np.bincount(bins.ravel(), minlength=num_rows * width).reshape(num_rows, width)
+    at_least = np.cumsum(histogram[:, ::-1], axis=1)[:, ::-1]  # column j: values reaching >= j levels
+    # threshold levels[i] is reached by the values reaching > i levels; +inf maps to the empty last column
+    return np.take_along_axis(at_least, np.searchsorted(levels, thresholds) + 1, axis=1)

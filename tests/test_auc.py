@@ -5,8 +5,9 @@ import itertools
 
 import numpy as np
 import pytest
+import scipy.ndimage
 
-from keras_emlnet import metrics
+from keras_emlnet import auc, metrics
 from tests import matlab_metrics_reference as ref
 
 SHAPE = (24, 32)
@@ -79,3 +80,39 @@ def test_auc_judd_ties_follow_the_port(maps):
     # 8-bit style map: many pixels share each fixation's value (all counted by S >= t)
     sal = np.round(maps["sal"] / maps["sal"].max() * 12)
     assert metrics.auc_judd(sal, maps["fix"], jitter=False) == pytest.approx(ref.auc_judd(sal, maps["fix"]), abs=1e-14)
+
+
+# ------------------------------------------------- maps large enough for the fast counting paths
+
+LARGE = (256, 320)  # 81,920 pixels: AUC-Judd sorts 32-bit keys (keras_emlnet.threshold_counts)
+
+
+@pytest.fixture(scope="module")
+def large_maps():
+    rng = np.random.default_rng(11)
+    saliency = scipy.ndimage.gaussian_filter(rng.random(LARGE), 8.0) ** 4  # values bunched together
+    fixations = np.zeros(LARGE)
+    fixations[rng.integers(0, LARGE[0], 150), rng.integers(0, LARGE[1], 150)] = 1
+    return saliency, fixations
+
+
+def test_auc_judd_on_a_large_map_matches_port(large_maps):
+    sal, fix = large_maps
+    noise = np.random.default_rng(5).random(LARGE)
+    assert metrics.auc_judd(sal, fix, seed=5) == pytest.approx(ref.auc_judd(sal, fix, noise), abs=1e-14)
+    assert metrics.auc_judd(sal, fix, jitter=False) == pytest.approx(ref.auc_judd(sal, fix), abs=1e-14)
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_auc_judd_on_a_large_8bit_map_counts_every_tie(large_maps, jitter):
+    sal, fix = large_maps
+    sal = np.round((sal - sal.min()) / np.ptp(sal) * 255)
+    noise = np.random.default_rng(0).random(LARGE) if jitter else None
+    got = metrics.auc_judd(sal, fix, jitter=jitter, seed=0)
+    assert got == pytest.approx(ref.auc_judd(sal, fix, noise), abs=1e-14)
+
+
+def test_judd_jitter_drawn_in_chunks_is_one_draw():
+    flat = np.linspace(0.0, 1.0, 3 * auc._JITTER_CHUNK + 17)
+    expected = flat + np.random.default_rng(4).random(flat.size) / metrics.JUDD_JITTER_DIVISOR
+    np.testing.assert_array_equal(auc._jittered(flat, np.random.default_rng(4)), expected)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_emlnet.imresize import imresize, keys_cubic, output_shape_and_scale, resize_weights
+from keras_emlnet.imresize import imresize, keys_cubic, output_shape_and_scale, resize_weights, uses_every_pixel
 
 # Keys' kernel (a = -0.5) at the offsets that scale 2 and scale 1/2 use, by hand:
 #   k(t) = 1.5|t|^3 - 2.5|t|^2 + 1 (|t| <= 1);  -0.5|t|^3 + 2.5|t|^2 - 4|t| + 2 (1 < |t| <= 2)
@@ -107,3 +107,22 @@ def test_constant_image_stays_constant():
 def test_bad_arguments_raise(image, kwargs, message):
     with pytest.raises(ValueError, match=message):
         imresize(image, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((20, 30), {"scale": 1 / 8}),
+        ((7, 9), {"output_shape": (20, 3)}),
+        ((5, 6), {"scale": 2.0}),
+        ((64, 64), {"scale": 1 / 32}),
+    ],
+)
+def test_every_pixel_reaches_the_output(shape, kwargs):
+    # what uses_every_pixel promises: a NaN anywhere shows up in the resized map
+    assert uses_every_pixel(shape, **kwargs)
+    image = np.random.default_rng(0).random(shape)
+    for index in np.ndindex(*shape):
+        broken = image.copy()
+        broken[index] = np.nan
+        assert np.isnan(imresize(broken, **kwargs)).any(), index

@@ -213,3 +213,33 @@ def test_zero_maps_give_matlab_numbers(maps):
 def test_bad_input_raises_a_clear_error(maps, call, message):
     with pytest.raises(ValueError, match=message):
         call(maps)
+
+
+# ---------------------------------------------------------------- fast paths against the direct formulas
+
+
+def test_kld_and_sim_rescaled_forms_equal_the_direct_formulas(maps):
+    sal, den = maps["sal"], maps["den"]
+    p_total, q_total = sal.sum(), den.sum()
+    direct = metrics._kld_direct(sal, den, p_total, q_total)
+    assert metrics.kld(sal, den) == pytest.approx(direct, rel=1e-13)
+    assert metrics.kld(sal, den) == pytest.approx(ref.kld(sal, den), rel=1e-13)
+    # tiny maps: eps * sum(S) is subnormal, so the direct formula is used, still equal to the port
+    tiny = sal * 1e-300
+    assert metrics.kld(tiny, den) == pytest.approx(ref.kld(tiny, den), rel=1e-12)
+    huge = sal * 1e300
+    assert metrics.sim(huge, den * 1e-300) == pytest.approx(ref.sim(sal, den), rel=1e-12)
+    assert metrics.sim(sal + 5.0, den + 1.0) == pytest.approx(ref.sim(sal + 5.0, den + 1.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_emd_sees_a_bad_value_anywhere_through_the_downsized_map(bad):
+    # EMD checks the maps through the sums of their 1/32 versions: every pixel must reach them
+    density = np.random.default_rng(0).random((64, 96))
+    for row, col in [(0, 0), (63, 95), (31, 47), (17, 80)]:
+        broken = density.copy()
+        broken[row, col] = bad
+        with pytest.raises(ValueError, match="density_map contains NaN"):
+            metrics.emd(density, broken)
+        with pytest.raises(ValueError, match="saliency_map contains NaN"):
+            metrics.emd(broken, density)

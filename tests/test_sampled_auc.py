@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
+from keras_emlnet import sampled_auc
 from keras_emlnet.sampled_auc import (
     expected_auc,
     matlab_colon_from_zero,
@@ -121,3 +122,59 @@ def test_sampling_is_reproducible_with_a_seed():
         for _ in range(2)
     ]
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("step", [0.1, 0.01])  # 11 levels (compared one by one) / 101 (binary search)
+def test_split_aucs_equal_the_port_for_both_counting_paths(step):
+    rng = np.random.default_rng(5)
+    pool = np.round(rng.random(300) * 100) / 100  # ties on the 0.01 grid
+    positives = np.round(rng.random(12) * 100) / 100
+    negatives = pool[rng.integers(0, pool.size, (40, positives.size))]
+    expected = [split_auc_reference(positives, row, step) for row in negatives]
+    np.testing.assert_allclose(split_aucs(positives, negatives, step), expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("step", [0.1, 0.005])
+def test_row_counts_equal_counting_each_row(step):
+    rng = np.random.default_rng(6)
+    rows = np.round(rng.random((30, 50)) * 40) / 40
+    thresholds = matlab_colon_from_zero(rows.max(axis=1) * rng.random(30), step)  # rows of unequal length
+    expected = [[np.count_nonzero(row >= t) for t in levels] for row, levels in zip(rows, thresholds)]
+    np.testing.assert_array_equal(sampled_auc._row_counts_at_least(rows, thresholds), expected)
+
+
+def _atoms_reference(pool, step):
+    """The atoms by a plain loop over grid points: np.unique inside each window, one atom per gap."""
+    top = max(1.0, float(pool[-1])) + step
+    slack = sampled_auc._GRID_SLACK_ULPS * np.finfo(np.float64).eps * top
+    grid = np.arange(int(np.floor(top / step)) + 2) * step
+    values, counts = [], []
+    for k, point in enumerate(grid):
+        window = pool[(pool >= point - slack) & (pool <= point + slack)]
+        near, near_counts = np.unique(window, return_counts=True)
+        values += near.tolist()
+        counts += near_counts.tolist()
+        if k + 1 < grid.size:
+            between = np.count_nonzero((pool > point + slack) & (pool < grid[k + 1] - slack))
+            if between:
+                values.append(point + 0.5 * step)
+                counts.append(between)
+    return np.array(values), np.array(counts)
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        np.round(np.random.default_rng(7).random(500) * 255) / 255,  # 8-bit values, some on the grid
+        np.random.default_rng(8).random(400),  # continuous: gaps only, nearly
+        np.array([0.0, 0.0, 0.1, 0.30000000000000004, 0.3, 0.35, 0.7, 1.0, 1.0]),  # last-bit neighbours
+        np.array([0.05, 0.05]),
+    ],
+)
+def test_atoms_match_a_loop_over_grid_points(pool):
+    pool = np.sort(pool)
+    values, counts = sampled_auc._atoms(pool, STEP)
+    ref_values, ref_counts = _atoms_reference(pool, STEP)
+    np.testing.assert_array_equal(values, ref_values)
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert counts.sum() == pool.size
