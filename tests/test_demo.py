@@ -108,13 +108,9 @@ def test_evaluation_scores_the_val_split_beside_the_center_bias(demo_run):
 
 
 def test_server_served_the_trained_model_and_was_stopped(demo_run):
-    import keras
-
-    import keras_emlnet.emlnet  # noqa: F401
-
     result, server = demo_run
     assert server["alive"] and not _pid_running(server["pid"])
-    model = keras.saving.load_model(result.paths["emlnet"], compile=False)
+    model = demo_stages.load_emlnet(result.paths["emlnet"])
     assert len(result.scored) == 2
     for image_path, (map_png, overlay_png) in result.scored.items():
         assert os.path.dirname(image_path).endswith(os.path.join("images", "test"))
