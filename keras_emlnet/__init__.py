@@ -17,6 +17,7 @@ _LAZY = {
     "build_decoder": "decoder",
     "EMLNet": "emlnet",
     "EMLLoss": "losses",
+    "load_model": "saving",
     "metrics": "metrics",
     "losses": "losses",
 }

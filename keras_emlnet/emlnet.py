@@ -29,6 +29,12 @@ import tensorflow as tf
 from keras_emlnet import postprocess
 from keras_emlnet.data import geometry
 
+# The layers inside a saved EMLNet must be registered before `load_model`
+# rebuilds it; importing this module alone must be enough.
+from keras_emlnet import extractor as _extractor  # noqa: F401  (StopGradient)
+from keras_emlnet import preprocessing as _preprocessing  # noqa: F401
+from keras_emlnet import resizing as _resizing  # noqa: F401
+
 
 @keras.saving.register_keras_serializable(package="keras_emlnet")
 class EMLNet(keras.Model):

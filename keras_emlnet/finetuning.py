@@ -33,7 +33,7 @@ import os
 import keras
 
 from keras_emlnet import data as data_lib
-from keras_emlnet import decoder_training, encoder_training, io_utils, training
+from keras_emlnet import decoder_training, encoder_training, io_utils, saving, training
 from keras_emlnet.data.pipeline import get_reader
 from keras_emlnet.extractor import encoder_prefix
 from keras_emlnet.losses import EMLLoss
@@ -197,7 +197,7 @@ def finetune_decoder(encoder_paths, source, data, config, workdir, *, callbacks=
         policy = keras.mixed_precision.global_policy().name
         emlnet = build_emlnet(decoder_training.load_encoders(encoder_paths), resize_mode=resize_mode,
                               seed=config.seed, dtype_policy=policy if policy != "float32" else None)
-        source_decoder = keras.saving.load_model(source.emlnet_path, compile=False).decoder
+        source_decoder = saving.load_model(source.emlnet_path).decoder
         emlnet.decoder.set_weights(source_decoder.get_weights())  # warm start (a resume overwrites it)
         return emlnet.training_model()
 

@@ -33,14 +33,6 @@ _MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 SAVED_MODEL_FUNCTION = "predict_model_size"
 SAVED_MODEL_SIGNATURE = "predict_images"
 # Modules whose import registers the custom Keras classes a saved model may hold.
-_SERIALIZABLE_MODULES = (
-    "keras_emlnet.emlnet",
-    "keras_emlnet.extractor",
-    "keras_emlnet.preprocessing",
-    "keras_emlnet.resizing",
-)
-
-
 @dataclasses.dataclass
 class SaliencyPredictor:
     """A loaded saliency model.
@@ -118,15 +110,10 @@ def load_predictor(path, *, precision="float32", strategy=None):
         with strategy.scope():
             return _saved_model_predictor(path, tf.saved_model.load(path))
     if os.path.isfile(path) and path.endswith(".keras"):
-        import importlib
-
-        import keras
-
-        for module in _SERIALIZABLE_MODULES:
-            importlib.import_module(module)
+        from keras_emlnet import saving
 
         with strategy.scope():
-            model = keras.saving.load_model(path, compile=False)
+            model = saving.load_model(path, compile=False)
             return _keras_predictor(path, model, precision)
     raise FileNotFoundError(
         f"--model {path!r} is neither a .keras file nor a SavedModel folder (saved_model.pb)"

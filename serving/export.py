@@ -37,14 +37,6 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 CONFIG_FILE = "config.json"
 SERVING_OUTPUT_MODES = ("minmax", "probability", "log_density")
 # Modules whose custom layers and models a saved EMLNet refers to.
-_SERIALIZABLE_MODULES = (
-    "keras_emlnet.emlnet",
-    "keras_emlnet.extractor",
-    "keras_emlnet.preprocessing",
-    "keras_emlnet.resizing",
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """What one export does (recorded in the version's config.json).
@@ -69,17 +61,12 @@ class ExportConfig:
 
 def load_keras_model(path):
     """Loads an EMLNet (or compatible saliency model) from a `.keras` file."""
-    import importlib
+    from keras_emlnet import saving
 
-    import keras
-
-    # Keras finds custom classes only once their modules have registered them.
-    for module in _SERIALIZABLE_MODULES:
-        importlib.import_module(module)
     path = os.fspath(path)
     if not (os.path.isfile(path) and path.endswith(".keras")):
         raise FileNotFoundError(f"--model {path!r} is not a .keras file")
-    return keras.saving.load_model(path, compile=False)
+    return saving.load_model(path, compile=False)
 
 
 def next_version(export_base):
