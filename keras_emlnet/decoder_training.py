@@ -14,7 +14,9 @@ checkpoints in `checkpoints/` are raw-mode EMLNets.
 `python -m train.decoder` is a thin CLI over `train_decoder`.
 """
 
+import json
 import os
+import zipfile
 
 import keras
 
@@ -93,16 +95,23 @@ def train_decoder(encoder_paths, dataset, data_dir, config, workdir, *, output_m
     postprocess.check_output_mode(output_mode, allow_raw=False)
     resize_mode = get_reader(dataset).MODE
     encoder_paths = [os.path.abspath(os.fspath(path)) for path in encoder_paths]
-    # Fail on bad files and sizes before any data is read.
-    _check_input_sizes(encoder_paths, load_encoders(encoder_paths), config.input_size)
+    # Fail on bad files and sizes before any data is read. The sizes come from
+    # each archive's config.json: the encoders are loaded once, in model_fn,
+    # because under a tf.distribute strategy their variables must be created
+    # inside strategy.scope() (loading NASNet takes ~30 s).
+    _check_input_sizes({path: read_encoder_input_size(path) for path in encoder_paths}, config.input_size)
 
     def model_fn():
         # Loaded inside fit's policy and strategy scopes. Under mixed
         # precision the extractor is rebuilt in the mixed policy: it is
         # nearly all of the compute (the decoder has ~1e4 weights).
+        encoders = load_encoders(encoder_paths)
+        # The loaded models' own shapes (config.json may not state one).
+        _check_input_sizes({path: tuple(encoder.input_shape[1:3]) for path, encoder in zip(encoder_paths, encoders)},
+                           config.input_size)
         policy = keras.mixed_precision.global_policy().name
         emlnet = build_emlnet(
-            load_encoders(encoder_paths),
+            encoders,
             resize_mode=resize_mode,
             seed=config.seed,
             dtype_policy=policy if policy != "float32" else None,
@@ -171,9 +180,45 @@ def save_inference_model(path, *, resize_mode, output_mode, blur_sigma):
     return final
 
 
-def _check_input_sizes(paths, encoders, input_size):
-    sizes = {path: tuple(encoder.input_shape[1:3]) for path, encoder in zip(paths, encoders)}
-    wrong = {path: size for path, size in sizes.items() if size != tuple(input_size)}
+def read_encoder_input_size(path):
+    """(H, W) of the images an encoder `.keras` file takes, from its config.json, without loading it.
+
+    Returns:
+        The size, or None when the config does not state it (a model that is
+        not functional: its size is checked once loaded).
+
+    Raises:
+        FileNotFoundError: a path that does not exist (named).
+        ValueError: a file that is not a `.keras` archive (named).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"encoder file {path!r} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            model_config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"cannot load encoder {path}: not a .keras archive ({error})") from error
+    inner = model_config.get("config") if isinstance(model_config, dict) else None
+    if not isinstance(inner, dict) or "input_layers" not in inner or "layers" not in inner:
+        return None
+    inputs = inner["input_layers"]
+    # One input is saved as [name, node, tensor]; several as a list of those.
+    if len(inputs) == 1 and isinstance(inputs[0], list):
+        inputs = inputs[0]
+    if len(inputs) != 3 or not isinstance(inputs[0], str):
+        return None
+    for layer in inner["layers"]:
+        if layer.get("name") == inputs[0]:
+            shape = layer.get("config", {}).get("batch_shape")
+            return tuple(shape[1:3]) if shape and len(shape) == 4 else None
+    return None
+
+
+def _check_input_sizes(sizes, input_size):
+    if not sizes:
+        raise ValueError("train_decoder needs at least one encoder file, got none")
+    wrong = {path: size for path, size in sizes.items() if size is not None and size != tuple(input_size)}
     if wrong:
         raise ValueError(
             f"the encoders take {wrong} images but the decoder is trained at input_size {tuple(input_size)}; "

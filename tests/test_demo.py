@@ -105,6 +105,8 @@ def test_evaluation_scores_the_val_split_beside_the_center_bias(demo_run):
     assert "EML-NET (demo)" in result.table and "center bias" in result.table
     with open(os.path.join(result.paths["eval"], "results.json")) as f:
         assert [r["row"] for r in json.load(f)["rows"]] == list(rows)
+    with open(os.path.join(result.paths["eval"], "config.json")) as f:
+        assert json.load(f)["rows"] == list(rows)  # the record train.evaluate writes (same function)
 
 
 def test_server_served_the_trained_model_and_was_stopped(demo_run):

@@ -67,11 +67,16 @@ def test_trains_only_the_decoder_and_saves_the_inference_model(encoder_paths, ge
     assert (workdir / "logs").is_dir() and (workdir / "checkpoints" / "last.keras").is_file()
 
 
-def test_mixed_precision_runs_the_extractor_in_bfloat16(encoder_paths, generated_datasets, tmp_path):
+def test_mixed_precision_runs_the_extractor_in_bfloat16(encoder_paths, generated_datasets, tmp_path, monkeypatch):
     config = dataclasses.replace(SMOKE, epochs=1, max_steps=1, validation_steps=1, mixed_precision="bfloat16")
+    loaded = []
+    load_model = keras.saving.load_model
+    monkeypatch.setattr(keras.saving, "load_model", lambda path, **kw: loaded.append(str(path)) or load_model(path, **kw))
     result = decoder_training.train_decoder(
         encoder_paths[:2], "salicon", generated_datasets["salicon"], config, tmp_path / "run"
     )
+    # each encoder file is loaded once (loading NASNet takes ~30 s)
+    assert sorted(p for p in loaded if p in encoder_paths) == sorted(encoder_paths[:2])
     conv = result.model.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv1")
     assert conv.compute_dtype == "bfloat16"
     saved = keras.saving.load_model(result.final_model_path)
@@ -90,6 +95,14 @@ def test_bad_encoder_files_and_sizes_are_named(encoder_paths, generated_datasets
     other_size = dataclasses.replace(SMOKE, input_size=(64, 96))
     with pytest.raises(ValueError, match="input_size"):
         decoder_training.train_decoder(encoder_paths[:1], "salicon", data, other_size, tmp_path / "c")
+
+
+def test_input_size_is_read_from_the_archive_without_loading(encoder_paths, tmp_path):
+    for path in encoder_paths:
+        assert decoder_training.read_encoder_input_size(path) == INPUT_SIZE
+    other = str(tmp_path / "tiny_d.keras")
+    tiny_encoder("tiny_d", (40, 56, 3)).save(other)
+    assert decoder_training.read_encoder_input_size(other) == (40, 56)
 
 
 # Runs train.decoder's main; KILL_AT_BATCH=n SIGKILLs the process after n

@@ -84,14 +84,9 @@ def evaluate_model(config, model_path, data_dir, eval_dir):
     )
     model = load_emlnet(model_path)
     predictor = predictor_from_keras_model(model, source=model_path)
-    results = evaluation.evaluate(
-        predictor, eval_config, make_progress=lambda total: ThroughputProgress(total, verbose=2).add)
-    evaluation_tables.write_results(
-        eval_dir, results.summary, per_image=results.per_image,
-        info={"dataset": DATASET, "split": "val", "images": results.summary[0]["images"]},
-        config={**dataclasses.asdict(eval_config), **predictor.config()},
-    )
-    return model, results.summary, evaluation_tables.format_text(results.summary)
+    written = evaluation_tables.evaluate_and_write(
+        predictor, eval_config, eval_dir, make_progress=lambda total: ThroughputProgress(total, verbose=2).add)
+    return model, written.results.summary, written.text
 
 
 def export_model(model, model_path, export_base):

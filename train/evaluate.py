@@ -12,10 +12,8 @@ scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<spli
 CAT2000 is also reported per category. See keras_emlnet/evaluation.py.
 """
 
-import dataclasses
 import os
 
-import tensorflow as tf
 from absl import app, flags, logging
 
 from keras_emlnet.baselines import DEFAULT_CENTER_BIAS_SIGMA
@@ -76,8 +74,8 @@ def default_out_dir(model_path, dataset, split):
 
 def main(argv):
     del argv
-    from keras_emlnet import evaluation_tables
-    from keras_emlnet.evaluation import EvalConfig, evaluate
+    from keras_emlnet.evaluation import EvalConfig
+    from keras_emlnet.evaluation_tables import evaluate_and_write
     from keras_emlnet.predictor import load_predictor
     from keras_emlnet.progress import ThroughputProgress
 
@@ -99,34 +97,15 @@ def main(argv):
     predictor = load_predictor(FLAGS.model, precision=FLAGS.precision)
     logging.info("evaluating %s (%s, %s output) on %s/%s", predictor.source, predictor.kind,
                  predictor.output_mode, config.dataset, config.split)
-    results = evaluate(
-        predictor, config,
+    written = evaluate_and_write(
+        predictor, config, out,
         make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add,
     )
-    for path, problem in sorted(results.skipped.items()):
+    for path, problem in sorted(written.results.skipped.items()):
         logging.warning("skipped bad sample %s: %s", path, problem)
-    run_config = {
-        **dataclasses.asdict(config),
-        **predictor.config(),
-        "out": out,
-        "rows": results.rows,
-        "tensorflow": tf.__version__,
-    }
-    info = {
-        "dataset": config.dataset,
-        "split": config.split,
-        "images": results.summary[0]["images"],
-        "skipped": results.skipped,
-    }
-    paths = evaluation_tables.write_results(
-        out, results.summary, per_category=results.per_category, per_image=results.per_image,
-        info=info, config=run_config,
-    )
     print()
-    print(evaluation_tables.format_text(results.summary))
-    if results.per_category:
-        print(evaluation_tables.format_text(results.per_category, group_label="category"))
-    logging.info("wrote %s", ", ".join(sorted(paths.values())))
+    print(written.text)
+    logging.info("wrote %s", ", ".join(sorted(written.paths.values())))
 
 
 if __name__ == "__main__":
