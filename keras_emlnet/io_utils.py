@@ -30,7 +30,7 @@ def atomic_path(path, *, suffix=None):
         yield tmp
         if os.path.isfile(tmp):
             # mkstemp creates 0600; give the result the mode a plain open() would.
-            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -46,7 +46,7 @@ def _read_umask():
     return mask
 
 
-_UMASK = _read_umask()
+UMASK = _read_umask()
 
 
 def _full_extension(basename):

@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 
+from keras_emlnet import io_utils
 from keras_emlnet.io_utils import write_json_atomic
 from serving import export_checks
 from serving import saliency_module
@@ -157,12 +158,10 @@ def export_saliency_model(model, config):
 def _make_readable(directory):
     # mkdtemp/mkstemp create owner-only entries; a server running as another
     # user (the TF Serving container) must be able to read the version.
-    umask = os.umask(0)
-    os.umask(umask)
     for root, dirs, files in os.walk(directory):
-        os.chmod(root, 0o755 & ~umask)
+        os.chmod(root, 0o755 & ~io_utils.UMASK)
         for name in files:
-            os.chmod(os.path.join(root, name), 0o644 & ~umask)
+            os.chmod(os.path.join(root, name), 0o644 & ~io_utils.UMASK)
 
 
 def main(argv):

@@ -39,4 +39,4 @@ def test_unserialisable_value_names_its_type(tmp_path):
 
 def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     io_utils.write_text_atomic(tmp_path / "shared.txt", "x")
-    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o666 & ~io_utils._UMASK
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o666 & ~io_utils.UMASK
