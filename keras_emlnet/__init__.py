@@ -19,6 +19,7 @@ _LAZY = {
     "EMLLoss": "losses",
     "load_model": "saving",
     "metrics": "metrics",
+    "metric_suite": "metric_suite",
     "losses": "losses",
 }
 

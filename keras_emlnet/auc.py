@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_emlnet import metric_inputs as inputs
 from keras_emlnet import sampled_auc
-from keras_emlnet.threshold_counts import count_normalized_at_least
+from keras_emlnet import threshold_counts
 
 JUDD_JITTER_DIVISOR = 10_000_000  # AUC_Judd.m: rand(size) / 10000000
 DEFAULT_SEED = 0
@@ -24,7 +24,8 @@ def _rng(seed):
     return np.random.default_rng(DEFAULT_SEED if seed is None else seed)
 
 
-def _check_sampling(n_splits, step_size):
+def check_sampling(n_splits, step_size):
+    """ValueError unless n_splits is None or a positive integer and step_size a usable step."""
     if n_splits is not None and (int(n_splits) != n_splits or n_splits < 1):
         raise ValueError(f"n_splits must be None or a positive integer, got {n_splits!r}")
     if not (np.isfinite(step_size) and step_size >= sampled_auc.MIN_STEP_SIZE):
@@ -49,16 +50,23 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
         The AUC; NaN without fixations, for a constant map, or when every pixel is fixated.
     """
     shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
-    saliency, checked = inputs.map_at(saliency_map, shape, "saliency_map")
+    return auc_judd_of(inputs.CheckedMap(saliency_map, "saliency_map", shape), fixated, jitter=jitter, seed=seed)
+
+
+def auc_judd_of(saliency, fixated, *, jitter=True, seed=None):
+    """AUC-Judd of a `metric_inputs.CheckedMap` at the flat `fixated` indices (see `auc_judd`)."""
     if fixated.size == 0:
-        if not checked:
-            inputs.require_finite(saliency, "saliency_map", saliency.sum())
+        saliency.check()
         return float("nan")
-    flat = saliency.reshape(-1)
-    values = _jittered(flat, _rng(seed)) if jitter else flat
-    low, high = values.min(), values.max()
-    if not checked:  # the jitter is finite: NaN or inf in the map shows in these extremes
-        inputs.require_finite(saliency, "saliency_map", low, high)
+    flat = saliency.flat
+    tied_map = np.unique(flat[fixated]).size < fixated.size  # e.g. an 8-bit map: no 32-bit keys
+    keys = None
+    if jitter:
+        values, low, high, keys = _jittered(flat, _rng(seed), _jitter_key_range(saliency, tied_map))
+        saliency.require_finite(low, high)  # the jitter is finite: NaN or inf shows in these
+    else:
+        values = flat
+        low, high = saliency.extremes
     spread = high - low
     if spread == 0:
         return float("nan")
@@ -66,8 +74,7 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
     # normalisation is monotone, so sorting the raw values orders the thresholds (ties in the
     # normalised values, which share one count, aside).
     fixated_values = np.sort(values[fixated])
-    tied_map = np.unique(flat[fixated]).size < fixated.size  # e.g. an 8-bit map
-    above = count_normalized_at_least(values, low, spread, fixated_values, tied_map=tied_map)[::-1]
+    above = threshold_counts.count_normalized_at_least(values, low, spread, fixated_values, tied_map=tied_map, keys=keys)[::-1]
     num_fix, num_pix = fixated_values.size, values.size
     ranks = np.arange(1, num_fix + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -76,28 +83,41 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
     return float(np.sum(np.diff(fp) * (tp[:-1] + tp[1:])) / 2.0)
 
 
-def _jittered(flat, rng):
-    """flat + rng.random(flat.size) / JUDD_JITTER_DIVISOR, drawn and added chunk by chunk.
+def _jitter_key_range(saliency, tied_map):
+    """KeyRange covering every jittered value, or None where AUC-Judd sorts float64 values.
 
+    A jittered value s + u / 1e7 (u < 1) rounds to at most fl(max(s) + 2e-7) and is at least min(s).
+    """
+    if tied_map or saliency.size < threshold_counts.MIN_PIXELS_FOR_KEYS:
+        return None
+    low, high = saliency.extremes  # checks the map: a bad value raises here
+    return threshold_counts.key_range(low, high + 2.0 / JUDD_JITTER_DIVISOR)
+
+
+def _jittered(flat, rng, key_range=None):
+    """flat + rng.random(flat.size) / JUDD_JITTER_DIVISOR with its min, max and (optionally) keys.
+
+    Drawn, added, reduced and keyed chunk by chunk while each chunk is in cache.
     Generator.random fills consecutive chunks with the same numbers as one call for the
     whole size, so the jitter is exactly `default_rng(seed).random(size) / 1e7`.
+
+    Returns:
+        (values, min, max, keys): keys is (uint32 keys of values, key_range), or None
+        without a key_range.
     """
     values = np.empty_like(flat)
+    keys = np.empty(flat.size, dtype=np.uint32) if key_range else None
+    buffer = np.empty(min(flat.size, _JITTER_CHUNK)) if key_range else None
+    low, high = np.inf, -np.inf
     for start in range(0, flat.size, _JITTER_CHUNK):
         chunk = values[start : start + _JITTER_CHUNK]
         rng.random(out=chunk)
         chunk /= JUDD_JITTER_DIVISOR
         chunk += flat[start : start + _JITTER_CHUNK]
-    return values
-
-
-def _saliency_range(saliency_map, shape):
-    """Resized saliency map and its (min, max - min); range 0 means MATLAB's all-NaN map."""
-    saliency, checked = inputs.map_at(saliency_map, shape, "saliency_map")
-    low, high = saliency.min(), saliency.max()
-    if not checked:
-        inputs.require_finite(saliency, "saliency_map", low, high)
-    return saliency, low, high - low
+        low, high = np.minimum(low, chunk.min()), np.maximum(high, chunk.max())  # NaN propagates
+        if key_range:
+            threshold_counts.keys_of(chunk, key_range, out=keys[start : start + _JITTER_CHUNK], buffer=buffer)
+    return values, low, high, (keys, key_range) if key_range else None
 
 
 def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None):
@@ -117,14 +137,24 @@ def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_siz
     Returns:
         The AUC; NaN for fewer than two fixations or a constant map.
     """
-    _check_sampling(n_splits, step_size)
+    check_sampling(n_splits, step_size)
     shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
     if fixated.size <= 1:
         return float("nan")
-    saliency, low, spread = _saliency_range(saliency_map, shape)
+    saliency = inputs.CheckedMap(saliency_map, "saliency_map", shape)
+    return auc_borji_of(saliency, fixated, n_splits=n_splits, step_size=step_size, seed=seed)
+
+
+def auc_borji_of(saliency, fixated, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None):
+    """AUC-Borji of a `metric_inputs.CheckedMap` at the flat `fixated` indices (see `auc_borji`)."""
+    check_sampling(n_splits, step_size)
+    if fixated.size <= 1:
+        return float("nan")
+    low, high = saliency.extremes
+    spread = high - low
     if spread == 0:
         return float("nan")
-    values = saliency.reshape(-1)
+    values = saliency.flat
     positives = (values[fixated] - low) / spread
     if n_splits is None:
         # negatives come from every pixel: sort once, then normalise (monotone, keeps the order)
@@ -159,17 +189,29 @@ def auc_shuffled(
     Returns:
         The AUC; NaN without fixations, for a constant map, or an other_map without fixations.
     """
-    _check_sampling(n_splits, step_size)
+    check_sampling(n_splits, step_size)
     shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
     other_shape, others = inputs.fixation_points(other_map, "other_map")
     if other_shape != shape:
         raise ValueError(f"other_map shape {other_shape} differs from fixation_map shape {shape}")
     if fixated.size == 0:
         return float("nan")
-    saliency, low, spread = _saliency_range(saliency_map, shape)
+    saliency = inputs.CheckedMap(saliency_map, "saliency_map", shape)
+    return auc_shuffled_of(saliency, fixated, others, n_splits=n_splits, step_size=step_size, seed=seed)
+
+
+def auc_shuffled_of(
+    saliency, fixated, others, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None
+):
+    """Shuffled AUC of a `metric_inputs.CheckedMap`, fixated and other-image flat indices (see `auc_shuffled`)."""
+    check_sampling(n_splits, step_size)
+    if fixated.size == 0:
+        return float("nan")
+    low, high = saliency.extremes
+    spread = high - low
     if spread == 0 or others.size == 0:
         return float("nan")
-    values = saliency.reshape(-1)
+    values = saliency.flat
     positives = (values[fixated] - low) / spread
     pool = np.sort((values[others] - low) / spread)
     num_draws = min(positives.size, pool.size)

@@ -32,9 +32,100 @@ def dot(a, b):
     return sum(np.dot(a[i : i + DOT_CHUNK], b[i : i + DOT_CHUNK]) for i in range(0, a.size, DOT_CHUNK))
 
 
-def _buffers(array, count):
-    size = min(array.size, BLOCK_SIZE)
-    return [np.empty(size) for _ in range(count)]
+class _Buffers:
+    """Per-pass scratch chunks, allocated once per pass and shared by the terms of a pass."""
+
+    def __init__(self, size):
+        self._arrays = [np.empty(min(size, BLOCK_SIZE)) for _ in range(2)]
+
+    def get(self, index, length):
+        return self._arrays[index][:length]
+
+
+class CenteredProducts:
+    """Term: sum (a - ma)^2, sum (a - ma)(b - mb), sum (b - mb)^2 over the (saliency, density) pair."""
+
+    def __init__(self, first_mean, second_mean):
+        self.means = (first_mean, second_mean)
+        self.sums = [0.0, 0.0, 0.0]
+
+    def add(self, a_block, b_block, buffers):
+        a, b = buffers.get(0, a_block.size), buffers.get(1, a_block.size)
+        np.subtract(a_block, self.means[0], out=a)
+        np.subtract(b_block, self.means[1], out=b)
+        self.sums[0] += dot(a, a)
+        self.sums[1] += dot(a, b)
+        self.sums[2] += dot(b, b)
+
+    def result(self):
+        return tuple(float(value) for value in self.sums)
+
+
+class KLSum:
+    """Term: sum D * log(eps + D * ratio_scale / (S + saliency_eps)) (see `kl_sum`)."""
+
+    def __init__(self, ratio_scale, saliency_eps, eps):
+        self.ratio_scale, self.saliency_eps, self.eps = ratio_scale, saliency_eps, eps
+        self.total = 0.0
+
+    def add(self, s_block, d_block, buffers):
+        ratio, denominator = buffers.get(0, s_block.size), buffers.get(1, s_block.size)
+        np.add(s_block, self.saliency_eps, out=denominator)
+        np.multiply(d_block, self.ratio_scale, out=ratio)
+        np.divide(ratio, denominator, out=ratio)
+        ratio += self.eps
+        np.log(ratio, out=ratio)  # NaN for a negative ratio: the metric reports it
+        self.total += dot(d_block, ratio)
+
+    def result(self):
+        return float(self.total)
+
+
+class IntersectionSum:
+    """Term: sum min(S - saliency_offset, (D - density_offset) * scale) (see `intersection_sum`)."""
+
+    def __init__(self, saliency_offset, density_offset, scale):
+        self.saliency_offset, self.density_offset, self.scale = saliency_offset, density_offset, scale
+        self.total = 0.0
+
+    def add(self, s_block, d_block, buffers):
+        b = buffers.get(1, s_block.size)
+        if self.density_offset:
+            np.subtract(d_block, self.density_offset, out=b)
+            b *= self.scale
+        else:
+            np.multiply(d_block, self.scale, out=b)
+        if self.saliency_offset:
+            a = buffers.get(0, s_block.size)
+            np.subtract(s_block, self.saliency_offset, out=a)
+        else:
+            a = s_block
+        np.minimum(a, b, out=b)
+        self.total += b.sum()
+
+    def result(self):
+        return float(self.total)
+
+
+def pair_pass(saliency, density, terms):
+    """Accumulate every term over two maps of one shape in one pass, chunk by chunk.
+
+    Each chunk of both maps goes through all the terms while it is in cache; a term's
+    result is exactly what its own pass gives (same chunks, same operations, same order).
+
+    Args:
+        saliency, density: float64 maps of one shape.
+        terms: `CenteredProducts`, `KLSum` and `IntersectionSum` instances.
+
+    Returns:
+        [term.result() for term in terms].
+    """
+    buffers = _Buffers(saliency.size)
+    with np.errstate(divide="ignore", invalid="ignore"):  # KLD's log: see KLSum
+        for s_block, d_block in blocks(saliency, density):
+            for term in terms:
+                term.add(s_block, d_block, buffers)
+    return [term.result() for term in terms]
 
 
 def centered_products(first, first_mean, second=None, second_mean=None):
@@ -44,23 +135,15 @@ def centered_products(first, first_mean, second=None, second_mean=None):
         (sum (a - ma)^2,) for one map; (sum (a - ma)^2, sum (a - ma)(b - mb), sum (b - mb)^2)
         for two maps of one shape.
     """
-    a_buffer, b_buffer = _buffers(first, 2)
     if second is None:
+        buffers = _Buffers(first.size)
         squares = 0.0
         for (a_block,) in blocks(first):
-            a = a_buffer[: a_block.size]
+            a = buffers.get(0, a_block.size)
             np.subtract(a_block, first_mean, out=a)
             squares += dot(a, a)
         return (float(squares),)
-    a_squares = cross = b_squares = 0.0
-    for a_block, b_block in blocks(first, second):
-        a, b = a_buffer[: a_block.size], b_buffer[: a_block.size]
-        np.subtract(a_block, first_mean, out=a)
-        np.subtract(b_block, second_mean, out=b)
-        a_squares += dot(a, a)
-        cross += dot(a, b)
-        b_squares += dot(b, b)
-    return float(a_squares), float(cross), float(b_squares)
+    return pair_pass(first, second, [CenteredProducts(first_mean, second_mean)])[0]
 
 
 def kl_sum(saliency, density, ratio_scale, saliency_eps, eps):
@@ -70,18 +153,7 @@ def kl_sum(saliency, density, ratio_scale, saliency_eps, eps):
     KLdiv.m's sum Q log(eps + Q / (P + eps)), P = S / sum(S), Q = D / sum(D): one division
     per pixel instead of three. A negative ratio gives NaN (MATLAB: a complex number).
     """
-    ratio_buffer, denominator_buffer = _buffers(saliency, 2)
-    total = 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for s_block, d_block in blocks(saliency, density):
-            ratio, denominator = ratio_buffer[: s_block.size], denominator_buffer[: s_block.size]
-            np.add(s_block, saliency_eps, out=denominator)
-            np.multiply(d_block, ratio_scale, out=ratio)
-            np.divide(ratio, denominator, out=ratio)
-            ratio += eps
-            np.log(ratio, out=ratio)
-            total += dot(d_block, ratio)
-    return float(total)
+    return pair_pass(saliency, density, [KLSum(ratio_scale, saliency_eps, eps)])[0]
 
 
 def intersection_sum(saliency, saliency_offset, density, density_offset, scale):
@@ -91,20 +163,4 @@ def intersection_sum(saliency, saliency_offset, density, density_offset, scale):
     scale = a / b, divided by a: two divisions per pixel fewer. Zero offsets are skipped
     (subtracting 0 changes nothing).
     """
-    a_buffer, b_buffer = _buffers(saliency, 2)
-    total = 0.0
-    for s_block, d_block in blocks(saliency, density):
-        b = b_buffer[: s_block.size]
-        if density_offset:
-            np.subtract(d_block, density_offset, out=b)
-            b *= scale
-        else:
-            np.multiply(d_block, scale, out=b)
-        if saliency_offset:
-            a = a_buffer[: s_block.size]
-            np.subtract(s_block, saliency_offset, out=a)
-        else:
-            a = s_block
-        np.minimum(a, b, out=b)
-        total += b.sum()
-    return float(total)
+    return pair_pass(saliency, density, [IntersectionSum(saliency_offset, density_offset, scale)])[0]

@@ -7,6 +7,7 @@ checked with the reductions the metric computes (`require_finite`); only when on
 not finite (NaN, inf, or a sum that overflowed) are the values checked one by one.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -18,7 +19,8 @@ _NATIVE_FIXATION_KINDS = ("b", "u", "i")
 _NATIVE_FIXATION_FLOATS = (np.float16, np.float32, np.float64)
 
 
-def _checked_array(value, name):
+def checked_array(value, name):
+    """`value` as an array, or ValueError unless it is a numeric, real, non-empty 2-D array."""
     array = np.asarray(value)
     if array.dtype != np.bool_ and not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
@@ -37,7 +39,7 @@ def float_map(value, name):
     Checks dtype (numeric, real), dimensionality and emptiness; finiteness is left to
     `require_finite` with the reductions the caller computes anyway.
     """
-    return np.ascontiguousarray(_checked_array(value, name), dtype=np.float64)
+    return np.ascontiguousarray(checked_array(value, name), dtype=np.float64)
 
 
 def require_finite(array, name, *reductions):
@@ -63,21 +65,21 @@ def fixation_points(value, name):
     Raises:
         ValueError: not numeric, real, 2-D and non-empty; NaN or infinite; negative values.
     """
-    array = _checked_array(value, name)
+    array = checked_array(value, name)
     if array.dtype.kind not in _NATIVE_FIXATION_KINDS and array.dtype.type not in _NATIVE_FIXATION_FLOATS:
         array = array.astype(np.float64)
     flat = np.ravel(array)
-    indices = np.flatnonzero(flat > 0)  # a bool mask first: several times faster on floats
     if array.dtype.kind in "bu":
-        return array.shape, indices
-    low = flat.min()  # NaN when there is one, so `low >= 0` also rules NaN out
-    if not low >= 0:
-        if array.dtype.kind == "f" and not np.isfinite(flat).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-        raise ValueError(f"{name} must be a non-negative (binary) fixation map")
-    if array.dtype.kind == "f" and not np.isfinite(flat[indices]).all():  # +inf is > 0
+        return array.shape, np.flatnonzero(flat > 0)  # a bool mask first: several times faster
+    # every negative, NaN or infinite value is nonzero: checking the nonzero values (a few
+    # hundred fixations) checks the whole map without another pass over it
+    nonzero = np.flatnonzero(flat != 0)
+    values = flat[nonzero]
+    if array.dtype.kind == "f" and not np.isfinite(values).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    return array.shape, indices
+    if (values < 0).any():
+        raise ValueError(f"{name} must be a non-negative (binary) fixation map")
+    return array.shape, nonzero
 
 
 def map_at(value, shape, name):
@@ -94,3 +96,59 @@ def map_at(value, shape, name):
     require_finite(array, name, array.sum())
     return imresize_lib.imresize(array, output_shape=shape), True
 
+
+
+class CheckedMap:
+    """A float64 map at the ground truth's shape whose whole-map reductions are computed once.
+
+    Every metric needs some of a map's sum, minimum and maximum, and those also prove its
+    values finite (`require_finite`). A `CheckedMap` computes each once, checks the map with
+    the first one computed, and lets the metrics scoring one pair share them.
+
+    Attributes:
+        array: the C-contiguous float64 map (resized to `shape` when its shape differed).
+        name: argument name used in error messages.
+    """
+
+    def __init__(self, value, name, shape=None):
+        if shape is None:
+            self.array, self._checked = float_map(value, name), False
+        else:
+            self.array, self._checked = map_at(value, shape, name)
+        self.name = name
+
+    @property
+    def flat(self):
+        return self.array.reshape(-1)
+
+    @property
+    def size(self):
+        return self.array.size
+
+    def require_finite(self, *reductions):
+        """`require_finite` with whole-map reductions of this map (or values bounding them), once."""
+        if not self._checked:
+            require_finite(self.array, self.name, *reductions)
+            self._checked = True
+
+    def prepare(self):
+        """Compute (and check, and cache) the sum and extremes now, e.g. before threads share the map."""
+        return self.total, self.extremes
+
+    def check(self):
+        """ValueError naming the map if it holds NaN or infinite values (through its sum)."""
+        self.require_finite(self.total)
+
+    @functools.cached_property
+    def total(self):
+        """sum of the map (np.sum's pairwise order)."""
+        total = self.array.sum()
+        self.require_finite(total)
+        return total
+
+    @functools.cached_property
+    def extremes(self):
+        """(min, max) of the map."""
+        low, high = self.array.min(), self.array.max()
+        self.require_finite(low, high)
+        return low, high

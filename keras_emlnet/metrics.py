@@ -67,24 +67,6 @@ def _is_normal(*values):
     return all(math.isfinite(v) and abs(v) >= _TINY for v in values)
 
 
-def _checked_with_sum(value, name, shape=None):
-    """(float64 map, its sum), finite-checked; resized to `shape` first when given and different."""
-    array, checked = inputs.map_at(value, shape, name) if shape else (inputs.float_map(value, name), False)
-    total = array.sum()
-    if not checked:
-        inputs.require_finite(array, name, total)
-    return array, total
-
-
-def _checked_with_range(value, name, shape=None):
-    """(float64 map, min, max), finite-checked; resized to `shape` first when given and different."""
-    array, checked = inputs.map_at(value, shape, name) if shape else (inputs.float_map(value, name), False)
-    low, high = array.min(), array.max()
-    if not checked:
-        inputs.require_finite(array, name, low, high)
-    return array, low, high
-
-
 def nss(saliency_map, fixation_map):
     """Normalized scanpath saliency (NSS.m): mean z-scored saliency at the fixated pixels.
 
@@ -95,13 +77,18 @@ def nss(saliency_map, fixation_map):
         NSS; NaN for a constant map or no fixations.
     """
     shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
-    saliency, total = _checked_with_sum(saliency_map, "saliency_map", shape)
-    mean = total / saliency.size  # = saliency.mean(): the same pairwise sum
-    squares = reductions.centered_products(saliency, mean)[0]
+    return nss_of(inputs.CheckedMap(saliency_map, "saliency_map", shape), fixated)
+
+
+def nss_of(saliency, fixated, squares=None):
+    """NSS of a `CheckedMap` at the flat `fixated` indices; `squares`: sum (S - mean S)^2 if known."""
+    mean = saliency.total / saliency.size  # = saliency.mean(): the same pairwise sum
+    if squares is None:
+        squares = reductions.centered_products(saliency.array, mean)[0]
     std = np.sqrt(squares / (saliency.size - 1)) if saliency.size > 1 else 0.0
     if std == 0 or fixated.size == 0:
         return float("nan")
-    return float(np.mean((saliency.ravel()[fixated] - mean) / std))
+    return float(np.mean((saliency.flat[fixated] - mean) / std))
 
 
 def cc(saliency_map, density_map):
@@ -113,15 +100,25 @@ def cc(saliency_map, density_map):
     Returns:
         CC; NaN when either map is constant.
     """
-    density, density_total = _checked_with_sum(density_map, "density_map")
-    saliency, saliency_total = _checked_with_sum(saliency_map, "saliency_map", density.shape)
-    saliency_squares, cross, density_squares = reductions.centered_products(
-        saliency, saliency_total / saliency.size, density, density_total / density.size
-    )
-    denominator = np.sqrt(saliency_squares * density_squares)
-    if denominator == 0:
-        return float("nan")
-    return float(cross / denominator)
+    density = inputs.CheckedMap(density_map, "density_map")
+    return cc_and_squares(inputs.CheckedMap(saliency_map, "saliency_map", density.array.shape), density)[0]
+
+
+def cc_and_squares(saliency, density):
+    """(CC, sum (S - mean S)^2) of two `CheckedMap`s of one shape; NSS reuses the second."""
+    scores, squares = pair_metrics_of(saliency, density, ("cc",))
+    return scores["cc"], squares
+
+
+def _cc_plan(saliency, density):
+    term = reductions.CenteredProducts(saliency.total / saliency.size, density.total / density.size)
+
+    def finish():
+        saliency_squares, cross, density_squares = term.result()
+        denominator = np.sqrt(saliency_squares * density_squares)
+        return float("nan") if denominator == 0 else float(cross / denominator)
+
+    return term, finish
 
 
 def kld(saliency_map, density_map):
@@ -138,21 +135,38 @@ def kld(saliency_map, density_map):
         ValueError: a negative resized saliency value meets positive density, where MATLAB
             would return a complex number.
     """
-    density, q_total = _checked_with_sum(density_map, "density_map")
-    saliency, p_total = _checked_with_sum(saliency_map, "saliency_map", density.shape)
+    density = inputs.CheckedMap(density_map, "density_map")
+    return kld_of(inputs.CheckedMap(saliency_map, "saliency_map", density.array.shape), density)
+
+
+def kld_of(saliency_map, density_map):
+    """KLD of two `CheckedMap`s of one shape (see `kld`)."""
+    return pair_metrics_of(saliency_map, density_map, ("kld",))[0]["kld"]
+
+
+def _kld_plan(saliency_map, density_map):
+    saliency, p_total = saliency_map.array, saliency_map.total
+    density, q_total = density_map.array, density_map.total
     # an all-zero map stays zero (MATLAB's `if any(map(:))`); the sum is zero then
     if p_total == 0 and not saliency.any():
         p_total = 1.0
     if q_total == 0 and not density.any():
         q_total = 1.0
     ratio_scale, saliency_eps = p_total / q_total, EPS * p_total
+    term = None
     if _is_normal(p_total, q_total, ratio_scale, saliency_eps):
-        score = reductions.kl_sum(saliency, density, ratio_scale, saliency_eps, EPS) / q_total
-    else:
-        score = _kld_direct(saliency, density, p_total, q_total)
-    if np.isnan(score) and _has_negative_ratio(saliency / p_total, density / q_total):
-        raise ValueError("kld: the saliency map has negative values where the density is positive (complex log)")
-    return float(score)
+        term = reductions.KLSum(ratio_scale, saliency_eps, EPS)
+
+    def finish():
+        if term is not None:
+            score = term.result() / q_total
+        else:
+            score = _kld_direct(saliency, density, p_total, q_total)
+        if np.isnan(score) and _has_negative_ratio(saliency / p_total, density / q_total):
+            raise ValueError("kld: the saliency map has negative values where the density is positive (complex log)")
+        return float(score)
+
+    return term, finish
 
 
 def _kld_direct(saliency, density, p_total, q_total):
@@ -187,21 +201,36 @@ def sim(saliency_map, density_map):
     Returns:
         SIM; NaN when a map is constant and not all zero.
     """
-    density, *density_range = _checked_with_range(density_map, "density_map")
-    saliency, *saliency_range = _checked_with_range(saliency_map, "saliency_map", density.shape)
+    density = inputs.CheckedMap(density_map, "density_map")
+    return sim_of(inputs.CheckedMap(saliency_map, "saliency_map", density.array.shape), density)
+
+
+def sim_of(saliency_map, density_map):
+    """SIM of two `CheckedMap`s of one shape (see `sim`)."""
+    return pair_metrics_of(saliency_map, density_map, ("sim",))[0]["sim"]
+
+
+def _sim_plan(saliency_map, density_map):
+    saliency, density = saliency_map.array, density_map.array
     offsets, divisors = [], []  # MATLAB's (map - min) / (max - min) / sum(...), per map
-    for array, (low, high) in ((saliency, saliency_range), (density, density_range)):
+    for checked in (saliency_map, density_map):
+        (low, high), array = checked.extremes, checked.array
         if low == high == 0:  # an all-zero map stays zero
             offsets.append(0.0)
             divisors.append(1.0)
             continue
         if low == high:
-            return float("nan")
+            return None, lambda: float("nan")
         offsets.append(low)
-        divisors.append(_shifted_sum(array, low, array.sum()))  # = (max - min) * sum(minmax map)
+        divisors.append(_shifted_sum(array, low, checked.total))  # = (max - min) * sum(minmax map)
     if _is_normal(divisors[0], divisors[0] / divisors[1]):
-        scale = divisors[0] / divisors[1]
-        return float(reductions.intersection_sum(saliency, offsets[0], density, offsets[1], scale) / divisors[0])
+        term = reductions.IntersectionSum(offsets[0], offsets[1], divisors[0] / divisors[1])
+        return term, lambda: float(term.result() / divisors[0])
+    return None, lambda: _sim_direct(saliency, density, offsets, divisors)
+
+
+def _sim_direct(saliency, density, offsets, divisors):
+    """similarity.m's expression as written (used when the rescaled form could lose digits)."""
     score = 0.0
     for s_block, d_block in _blocks(saliency, density):
         a = np.subtract(s_block, offsets[0])
@@ -210,6 +239,30 @@ def sim(saliency_map, density_map):
         b /= divisors[1]
         score += np.minimum(a, b, out=a).sum()
     return float(score)
+
+
+_PAIR_PLANS = {"kld": _kld_plan, "cc": _cc_plan, "sim": _sim_plan}
+
+
+def pair_metrics_of(saliency, density, names):
+    """KLD, CC and/or SIM of two `CheckedMap`s of one shape, in one pass over the two maps.
+
+    Each value is exactly what `kld`, `cc` and `sim` return (each metric's chunked sum is
+    the same; the chunks just go through all of them while in cache).
+
+    Args:
+        saliency, density: `metric_inputs.CheckedMap`s of one shape.
+        names: any of "kld", "cc", "sim".
+
+    Returns:
+        ({name: score}, sum (S - mean S)^2 when "cc" is computed else None, for NSS).
+    """
+    plans = {name: _PAIR_PLANS[name](saliency, density) for name in names}
+    terms = [term for term, _ in plans.values() if term is not None]
+    if terms:
+        reductions.pair_pass(saliency.array, density.array, terms)
+    squares = plans["cc"][0].result()[0] if "cc" in plans else None
+    return {name: finish() for name, (_, finish) in plans.items()}, squares
 
 
 def emd(saliency_map, density_map):
@@ -256,13 +309,21 @@ def info_gain(saliency_map, fixation_map, baseline_map):
     shape, fixated = inputs.fixation_points(fixation_map, "fixation_map")
     if fixated.size == 0:
         return float("nan")
+    saliency = inputs.CheckedMap(saliency_map, "saliency_map", shape)
+    return info_gain_of(saliency, inputs.CheckedMap(baseline_map, "baseline_map", shape), fixated)
+
+
+def info_gain_of(saliency, baseline, fixated):
+    """IG of two `CheckedMap`s at the flat `fixated` indices (see `info_gain`)."""
+    if fixated.size == 0:
+        return float("nan")
     logs = []
-    for value, name in ((saliency_map, "saliency_map"), (baseline_map, "baseline_map")):
-        array, low, high = _checked_with_range(value, name, shape)
+    for checked in (saliency, baseline):
+        (low, high), array = checked.extremes, checked.array
         spread = high - low
         if spread == 0:
             return float("nan")
-        total = _shifted_sum(array, low, array.sum()) / spread  # sum of MATLAB's minmax map
-        at_fixations = (array.ravel()[fixated] - low) / spread
+        total = _shifted_sum(array, low, checked.total) / spread  # sum of MATLAB's minmax map
+        at_fixations = (checked.flat[fixated] - low) / spread
         logs.append(np.log2(EPS + at_fixations / total))
     return float(np.mean(logs[0] - logs[1]))

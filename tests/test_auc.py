@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from keras_emlnet import auc, metrics
+from keras_emlnet import auc, metrics, threshold_counts
 from tests import matlab_metrics_reference as ref
 
 SHAPE = (24, 32)
@@ -115,4 +115,19 @@ def test_auc_judd_on_a_large_8bit_map_counts_every_tie(large_maps, jitter):
 def test_judd_jitter_drawn_in_chunks_is_one_draw():
     flat = np.linspace(0.0, 1.0, 3 * auc._JITTER_CHUNK + 17)
     expected = flat + np.random.default_rng(4).random(flat.size) / metrics.JUDD_JITTER_DIVISOR
-    np.testing.assert_array_equal(auc._jittered(flat, np.random.default_rng(4)), expected)
+    values, low, high, keys = auc._jittered(flat, np.random.default_rng(4))
+    np.testing.assert_array_equal(values, expected)
+    assert (low, high, keys) == (expected.min(), expected.max(), None)
+
+
+def test_judd_jitter_keys_are_monotone_and_fit_32_bits():
+    # values near the top of the range with the largest jitter: the keys' range bound must hold
+    flat = np.concatenate([np.linspace(-3.0, 5.0, 2 * auc._JITTER_CHUNK), np.full(999, 5.0)])
+    key_range = threshold_counts.key_range(flat.min(), flat.max() + 2.0 / metrics.JUDD_JITTER_DIVISOR)
+    values, low, high, (keys, used_range) = auc._jittered(flat, np.random.default_rng(1), key_range)
+    assert used_range == key_range and (low, high) == (values.min(), values.max())
+    np.testing.assert_array_equal(keys, threshold_counts.keys_of(values, key_range))
+    as_float = (values - key_range.low) * key_range.scale
+    assert as_float.max() < 2.0**32 and as_float.min() >= 0
+    order = np.argsort(values, kind="stable")
+    assert np.all(np.diff(keys[order].astype(np.int64)) >= 0)

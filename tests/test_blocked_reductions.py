@@ -60,3 +60,15 @@ def test_intersection_sum_is_sim_rescaled(pair, offsets):
     p, q = (s - offsets[0]) / a_total, (d - offsets[1]) / b_total
     got = br.intersection_sum(s, offsets[0], d, offsets[1], a_total / b_total) / a_total
     assert got == pytest.approx(np.sum(np.minimum(p, q)), rel=1e-13)
+
+
+def test_pair_pass_gives_each_term_exactly_its_own_pass(pair):
+    # KLD, CC and SIM share one pass in metric_suite: the same chunks and operations, the same sums
+    s, d = pair
+    s = np.abs(s) + 0.1
+    terms = [br.KLSum(1.7, 0.3 * 2.0**-52, 2.0**-52), br.CenteredProducts(0.2, 0.5), br.IntersectionSum(0.1, 0.0, 2.5)]
+    together = br.pair_pass(s, d, terms)
+    assert together[0] == br.kl_sum(s, d, 1.7, 0.3 * 2.0**-52, 2.0**-52)
+    assert together[1] == br.centered_products(s, 0.2, d, 0.5)
+    assert together[2] == br.intersection_sum(s, 0.1, d, 0.0, 2.5)
+    assert together[2] == pytest.approx(np.minimum(s - 0.1, d * 2.5).sum(), rel=1e-13)

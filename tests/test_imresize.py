@@ -126,3 +126,24 @@ def test_every_pixel_reaches_the_output(shape, kwargs):
         broken = image.copy()
         broken[index] = np.nan
         assert np.isnan(imresize(broken, **kwargs)).any(), index
+
+
+@pytest.mark.parametrize("shape, scale", [((480, 640), 1 / 32), ((200, 301), 1 / 8), ((1080, 96), 1 / 32)])
+def test_strong_row_shrinking_by_dense_bands_equals_the_sparse_product(shape, scale):
+    # large maps shrunk to <= 1/4 along rows take small dense products: same values up to rounding
+    image = np.random.default_rng(3).random(shape)
+    out = imresize(image, scale=scale)
+    rows = resize_weights(shape[0], out.shape[0], scale)
+    cols = resize_weights(shape[1], out.shape[1], scale)
+    np.testing.assert_allclose(out, np.asarray((cols @ (rows @ image).T).T), rtol=1e-14, atol=1e-15)
+
+
+def test_strong_row_shrinking_still_sees_a_nan_on_every_row_and_column():
+    # the banded products must keep every stored weight: a NaN on any input row/column shows
+    image = np.random.default_rng(4).random((480, 640))
+    rng = np.random.default_rng(5)
+    positions = [(r, rng.integers(640)) for r in range(480)] + [(rng.integers(480), c) for c in range(640)]
+    for index in positions:
+        broken = image.copy()
+        broken[index] = np.nan
+        assert np.isnan(imresize(broken, scale=1 / 32)).any(), index

@@ -73,3 +73,21 @@ def test_map_at_checks_the_original_before_resizing():
     assert array.shape == (4, 6) and not checked  # the caller checks with its own reductions
     with pytest.raises(ValueError, match="saliency_map contains NaN"):
         inputs.map_at(np.full((4, 6), np.nan), (8, 12), "saliency_map")
+
+
+def test_checked_map_computes_and_checks_its_reductions_once():
+    checked = inputs.CheckedMap(np.arange(12.0).reshape(3, 4), "saliency_map")
+    assert checked.prepare() == (66.0, (0.0, 11.0))
+    checked.array[0, 0] = np.nan  # cached: the map is not read again
+    assert checked.total == 66.0 and checked.extremes == (0.0, 11.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_checked_map_names_a_bad_map(bad):
+    values = np.ones((3, 4))
+    values[1, 2] = bad
+    with pytest.raises(ValueError, match="density_map contains NaN or infinite values"):
+        inputs.CheckedMap(values, "density_map").prepare()
+    # a map resized to the truth's shape is checked before resizing
+    with pytest.raises(ValueError, match="baseline_map contains NaN or infinite values"):
+        inputs.CheckedMap(values, "baseline_map", shape=(6, 8))
