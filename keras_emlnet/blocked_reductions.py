@@ -16,6 +16,8 @@ BLOCK_SIZE = 32_768
 # (> 10,000) to worker threads, which stall badly when the cores are busy, and a
 # single-threaded ddot is the fastest reduction NumPy has (faster than np.sum or einsum).
 DOT_CHUNK = 8_192
+# shifted_sum takes sum(x) - n*low for sum(x - low) while that loses fewer than 3 digits.
+_MAX_CANCELLATION = 1e3
 
 
 def blocks(*arrays):
@@ -23,6 +25,19 @@ def blocks(*arrays):
     flats = [array.reshape(-1) for array in arrays]
     for start in range(0, flats[0].size, BLOCK_SIZE):
         yield [flat[start : start + BLOCK_SIZE] for flat in flats]
+
+
+def shifted_sum(array, low, total):
+    """sum(array - low) from total = sum(array), unless the subtraction would cancel digits.
+
+    sum(x) - n*low is used while it loses < 3 digits (error < ~1e-12 relative); otherwise
+    the shifted values are summed chunk by chunk.
+    """
+    offset = array.size * float(low)
+    shifted = float(total) - offset
+    if abs(total) + abs(offset) <= _MAX_CANCELLATION * abs(shifted):
+        return shifted
+    return float(sum(np.subtract(block, low).sum() for (block,) in blocks(array)))
 
 
 def dot(a, b):

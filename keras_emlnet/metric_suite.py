@@ -18,9 +18,8 @@ import os
 
 import numpy as np
 
-from keras_emlnet import auc
+from keras_emlnet import auc, density_metrics, metrics
 from keras_emlnet import metric_inputs as inputs
-from keras_emlnet import metrics
 
 METRIC_NAMES = ("auc_judd", "auc_borji", "auc_shuffled", "nss", "cc", "kld", "sim", "emd", "info_gain")
 # The metrics that need an optional input, and its argument name.
@@ -174,7 +173,7 @@ class _Scoring:
         saliency, fixated = self.ready.result()
         # one pass over both maps for KLD, CC and SIM; NSS reuses CC's sum of squares
         pair_names = [name for name in self.names if name in _PAIR_METRICS]
-        pair_scores, squares = metrics.pair_metrics_of(saliency, self.density, pair_names)
+        pair_scores, squares = density_metrics.pair_metrics_of(saliency, self.density, pair_names)
         scores.update(pair_scores)
         if "nss" in self.names:
             scores["nss"] = metrics.nss_of(saliency, fixated, squares)
