@@ -129,9 +129,10 @@ class _Scoring:
     """One pair's inputs and the two shares of its metrics (see `score_all`).
 
     The first share (calling thread) finds the fixations, resizes and reduces the saliency map
-    and reduces the density, publishes them through `ready`, then scores AUC-Judd and AUC-Borji. The second share
-    scores EMD meanwhile (it needs neither), then KLD, CC and SIM in one pass, and NSS. Shuffled
-    AUC and IG float: whichever share finishes first takes the next of them.
+    and reduces the density, publishes them through `ready`, then scores AUC-Judd and
+    AUC-Borji. The second share scores EMD meanwhile (it needs neither), then KLD, CC and SIM
+    in one pass, and NSS. Shuffled AUC and IG float: whichever share is free first takes the
+    next of them.
     """
 
     def __init__(self, names, original, density, other_map, baseline_map, jitter, sampling):
