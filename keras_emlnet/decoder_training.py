@@ -22,6 +22,7 @@ import keras
 
 from keras_emlnet import data as data_lib
 from keras_emlnet import io_utils, keras_metrics, postprocess, training
+from keras_emlnet import taps as taps_lib
 from keras_emlnet.data.pipeline import get_reader
 from keras_emlnet.emlnet import EMLNet, build_emlnet
 from keras_emlnet.losses import EMLLoss
@@ -180,12 +181,8 @@ def save_inference_model(path, *, resize_mode, output_mode, blur_sigma):
     return final
 
 
-def read_encoder_input_size(path):
-    """(H, W) of the images an encoder `.keras` file takes, from its config.json, without loading it.
-
-    Returns:
-        The size, or None when the config does not state it (a model that is
-        not functional: its size is checked once loaded).
+def _functional_config(path):
+    """The inner config of a `.keras` file's functional model (config.json), or None if not functional.
 
     Raises:
         FileNotFoundError: a path that does not exist (named).
@@ -202,6 +199,23 @@ def read_encoder_input_size(path):
     inner = model_config.get("config") if isinstance(model_config, dict) else None
     if not isinstance(inner, dict) or "input_layers" not in inner or "layers" not in inner:
         return None
+    return inner
+
+
+def read_encoder_input_size(path):
+    """(H, W) of the images an encoder `.keras` file takes, from its config.json, without loading it.
+
+    Returns:
+        The size, or None when the config does not state it (a model that is
+        not functional: its size is checked once loaded).
+
+    Raises:
+        FileNotFoundError: a path that does not exist (named).
+        ValueError: a file that is not a `.keras` archive (named).
+    """
+    inner = _functional_config(path)
+    if inner is None:
+        return None
     inputs = inner["input_layers"]
     # One input is saved as [name, node, tensor]; several as a list of those.
     if len(inputs) == 1 and isinstance(inputs[0], list):
@@ -213,6 +227,24 @@ def read_encoder_input_size(path):
             shape = layer.get("config", {}).get("batch_shape")
             return tuple(shape[1:3]) if shape and len(shape) == 4 else None
     return None
+
+
+def read_encoder_prefix(path):
+    """The tap prefix of an encoder `.keras` file (`extractor.encoder_prefix`), without loading it.
+
+    Returns:
+        The prefix its tap layers share, or None when the config does not show
+        exactly one (load the model and ask `encoder_prefix`).
+
+    Raises:
+        FileNotFoundError, ValueError: as `read_encoder_input_size`.
+    """
+    inner = _functional_config(path)
+    if inner is None:
+        return None
+    parsed = (taps_lib.parse_tap_layer_name(str(layer.get("name", ""))) for layer in inner["layers"])
+    prefixes = {name[0] for name in parsed if name is not None}
+    return prefixes.pop() if len(prefixes) == 1 else None
 
 
 def _check_input_sizes(sizes, input_size):

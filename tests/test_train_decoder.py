@@ -184,3 +184,17 @@ def test_module_entry_point_requires_the_encoders(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode != 0 and "--encoders" in done.stderr
+
+
+def test_prefix_is_read_from_the_archive_without_loading(encoder_paths, tmp_path):
+    from keras_emlnet.extractor import encoder_prefix
+
+    for path in encoder_paths:
+        loaded = decoder_training.load_encoders([path])[0]
+        assert decoder_training.read_encoder_prefix(path) == encoder_prefix(loaded)
+    assert decoder_training.read_encoder_prefix(encoder_paths[0]) != decoder_training.read_encoder_prefix(
+        encoder_paths[1])
+    not_a_model = tmp_path / "broken.keras"
+    not_a_model.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="broken.keras"):
+        decoder_training.read_encoder_prefix(str(not_a_model))
