@@ -119,9 +119,7 @@ def train_decoder(encoder_paths, dataset, data_dir, config, workdir, *, output_m
         )
         return emlnet.training_model()
 
-    common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed, skip_bad=skip_bad)
-    train_data = data_lib.build_dataset(dataset, data_dir, "train", training=True, **common)
-    val_data = data_lib.build_dataset(dataset, data_dir, "val", training=False, **common)
+    train_data, val_data = data_lib.build_train_val(dataset, data_dir, config, skip_bad=skip_bad)
     run_settings = {
         "stage": "decoder",
         "encoders": encoder_paths,

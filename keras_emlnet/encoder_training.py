@@ -82,10 +82,7 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None,
     }
     training.check_resumable(workdir, config, run_settings)  # before reading any data
     report = data_lib.BadDataReport()
-    common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed, skip_bad=skip_bad,
-                  report=report)
-    train_data = data_lib.build_dataset(dataset, data_dir, "train", training=True, **common)
-    val_data = data_lib.build_dataset(dataset, data_dir, "val", training=False, **common)
+    train_data, val_data = data_lib.build_train_val(dataset, data_dir, config, skip_bad=skip_bad, report=report)
     result = training.fit(
         model_fn,
         train_data,

@@ -156,10 +156,7 @@ class _DataFactory:
         self.dataset, self.data_dir, self.skip_bad = dataset, data_dir, skip_bad
 
     def __call__(self, config):
-        common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed,
-                      skip_bad=self.skip_bad)
-        return (data_lib.build_dataset(self.dataset, self.data_dir, "train", training=True, **common),
-                data_lib.build_dataset(self.dataset, self.data_dir, "val", training=False, **common))
+        return data_lib.build_train_val(self.dataset, self.data_dir, config, skip_bad=self.skip_bad)
 
     def settings(self):
         return {"dataset": self.dataset, "data_dir": os.path.abspath(self.data_dir), "skip_bad": bool(self.skip_bad)}

@@ -11,6 +11,7 @@ _LAZY = {
     "Geometry": "geometry",
     "make_geometry": "geometry",
     "build_dataset": "pipeline",
+    "build_train_val": "pipeline",
     "iter_eval_samples": "pipeline",
     "EvalSample": "pipeline",
     "BadDataReport": "records",

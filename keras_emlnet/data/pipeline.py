@@ -165,6 +165,18 @@ def build_dataset(dataset, data_dir, split, *, input_size=(480, 640), batch_size
     return ds
 
 
+def build_train_val(dataset, data_dir, config, *, skip_bad=False, report=None):
+    """(train, val) datasets of one training run: `build_dataset` with a TrainConfig's settings.
+
+    The train split is shuffled and flipped (`training=True`), the val split is not; both
+    use `config`'s input_size, batch_size and seed, and share `report`.
+    """
+    common = dict(input_size=config.input_size, batch_size=config.batch_size, seed=config.seed,
+                  skip_bad=skip_bad, report=report)
+    return (build_dataset(dataset, data_dir, "train", training=True, **common),
+            build_dataset(dataset, data_dir, "val", training=False, **common))
+
+
 def _flip_fn(seed):
     """Random horizontal flip of image and targets together (one Keras layer)."""
     import keras
