@@ -149,7 +149,8 @@ def main(argv):
     for way, row in suite.items():
         print(f"{way:<20}{row['mean_ms']:>9.2f}{row['median_ms']:>11.2f}")
     print(f"score_all values equal to the functions': {'yes' if not mismatches else f'NO ({mismatches} differ)'}")
-    print(f"speed-up of score_all (2 threads) over the nine calls: {total_median / together['median_ms']:.2f}x (medians)")
+    print(f"speed-up of score_all (2 threads) over the nine calls: "
+          f"{total_median / together['median_ms']:.2f}x (medians)")
     print(f"ratio score_all (2 threads) / target ({FLAGS.target_ms:g} ms): "
           f"{together['mean_ms'] / FLAGS.target_ms:.2f} (mean), "
           f"{together['median_ms'] / FLAGS.target_ms:.2f} (median); <= 1 meets the target")

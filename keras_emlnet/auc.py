@@ -74,7 +74,9 @@ def auc_judd_of(saliency, fixated, *, jitter=True, seed=None):
     # normalisation is monotone, so sorting the raw values orders the thresholds (ties in the
     # normalised values, which share one count, aside).
     fixated_values = np.sort(values[fixated])
-    above = threshold_counts.count_normalized_at_least(values, low, spread, fixated_values, tied_map=tied_map, keys=keys)[::-1]
+    above = threshold_counts.count_normalized_at_least(
+        values, low, spread, fixated_values, tied_map=tied_map, keys=keys
+    )[::-1]
     num_fix, num_pix = fixated_values.size, values.size
     ranks = np.arange(1, num_fix + 1)
     with np.errstate(invalid="ignore", divide="ignore"):

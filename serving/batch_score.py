@@ -39,6 +39,7 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.", flag_values=flag_values)
     flags.mark_flags_as_required(["model", "images", "out"], flag_values=flag_values)
 
+
 def main(argv):
     del argv
     from keras_emlnet.progress import ThroughputProgress
