@@ -70,16 +70,17 @@ def measure_training(backbone, input_size, batch_size, steps, mixed_precision):
     import numpy as np
 
     import keras_emlnet
-    from keras_emlnet import runtime, training
+    from keras_emlnet.training import runtime
+    from keras_emlnet.training import fit as training
     from keras_emlnet.losses import EMLLoss
 
     with runtime.policy_scope(mixed_precision):
         if backbone == "tiny":
             from keras_emlnet.testing import tiny_encoder
 
-            encoder = tiny_encoder(input_shape=input_size + (3,))
+            encoder = tiny_encoder(input_size=input_size)
         else:
-            encoder = keras_emlnet.build_encoder(backbone, weights=None, input_shape=input_size + (3,))
+            encoder = keras_emlnet.build_encoder(backbone, weights=None, input_size=input_size)
         config = training.TrainConfig(batch_size=batch_size, input_size=input_size, mixed_precision=mixed_precision)
         encoder.compile(optimizer=training.make_optimizer(config), loss=EMLLoss(), jit_compile=False)
         rng = np.random.default_rng(0)
@@ -101,7 +102,7 @@ def measure_training(backbone, input_size, batch_size, steps, mixed_precision):
 
 def main(argv):
     del argv
-    from keras_emlnet import io_utils
+    from keras_emlnet import atomic_files as io_utils
     from keras_emlnet.data.generate import generate_dataset
 
     input_size = _size(FLAGS.input_size)

@@ -39,7 +39,8 @@ def _non_finite(values):
 
 def main(argv):
     del argv
-    from keras_emlnet import encoder_training, testing
+    from keras_emlnet import testing
+    from keras_emlnet.training import encoder_stage as encoder_training
     from keras_emlnet.data.generate import generate_dataset
 
     height, width = (int(v) for v in FLAGS.input_size.lower().split("x"))

@@ -72,17 +72,17 @@ def _backbone(name, seed):
 def _build(kind, backbones, input_size):
     import keras
 
-    from keras_emlnet import taps
-    from keras_emlnet.decoder import build_decoder
-    from keras_emlnet.encoder import build_encoder
+    from keras_emlnet.models import taps
+    from keras_emlnet.models.decoder import build_decoder
+    from keras_emlnet.models.encoder import build_encoder
 
     shape = (*input_size, 3)
     if kind == "encoder":
-        return build_encoder(_backbone(backbones[0], 0), input_shape=shape, seed=0)
+        return build_encoder(_backbone(backbones[0], 0), input_size=input_size, seed=0)
     image = keras.Input(shape=shape, name="image")
     features = {}
     for index, name in enumerate(backbones):
-        encoder = build_encoder(_backbone(name, index), input_shape=shape, prefix=f"{name}{index}", seed=index)
+        encoder = build_encoder(_backbone(name, index), input_size=input_size, prefix=f"{name}{index}", seed=index)
         tapped = {layer_name: layer.output for layer_name, layer in taps.find_tap_layers(encoder).items()}
         features.update(keras.Model(encoder.input, tapped, name=f"{name}{index}_taps")(image))
     feature_shapes = {tap: tuple(tensor.shape[1:]) for tap, tensor in features.items()}
@@ -95,9 +95,9 @@ def _measure(config):
     import numpy as np
     import tensorflow as tf
 
-    from keras_emlnet import runtime
+    from keras_emlnet.training import runtime
     from keras_emlnet.losses import EMLLoss
-    from keras_emlnet.optimizers import TorchSGD
+    from keras_emlnet.training.optimizers import TorchSGD
 
     input_size, batch = tuple(config["input_size"]), config["batch_size"]
     keras.utils.set_random_seed(0)
@@ -196,7 +196,7 @@ def main(argv):
             results.append(_run_worker(config))
     print(_report(results, list(FLAGS.precisions)))
     if FLAGS.out:
-        from keras_emlnet import io_utils
+        from keras_emlnet import atomic_files as io_utils
 
         io_utils.write_json_atomic(os.path.join(FLAGS.out, "results.json"), {"flags": common, "results": results})
 

@@ -59,17 +59,16 @@ def _current_rss_mb():
 
 def build_model(backbones, input_size):
     """The EMLNet to time, built under the current global dtype policy."""
-    from keras_emlnet.emlnet import build_emlnet
+    from keras_emlnet.models.emlnet import build_emlnet
 
-    shape = (*input_size, 3)
     if backbones == ["tiny"]:
         from keras_emlnet.testing import tiny_encoder
 
-        encoders = [tiny_encoder("tiny_a", shape, seed=0), tiny_encoder("tiny_b", shape, seed=1)]
+        encoders = [tiny_encoder("tiny_a", input_size, seed=0), tiny_encoder("tiny_b", input_size, seed=1)]
     else:
-        from keras_emlnet.encoder import build_encoder
+        from keras_emlnet.models.encoder import build_encoder
 
-        encoders = [build_encoder(name, weights=None, input_shape=shape, seed=_SEED) for name in backbones]
+        encoders = [build_encoder(name, weights=None, input_size=input_size, seed=_SEED) for name in backbones]
     return build_emlnet(encoders, output_mode="minmax")
 
 
@@ -177,7 +176,7 @@ def main(argv):
         table = format_table(results, precisions)
         print(table)
     if FLAGS.out:
-        from keras_emlnet.io_utils import write_json_atomic
+        from keras_emlnet.atomic_files import write_json_atomic
 
         for result in results:
             result.pop("maps_path")

@@ -99,7 +99,8 @@ def measure(pairs, seed):
 
     Ways: each metric's name (its function alone), "score_all_1thread", "score_all_2threads".
     """
-    from keras_emlnet import metric_suite, metrics
+    from keras_emlnet import metrics
+    from keras_emlnet.metrics import suite as metric_suite
 
     for call in _calls(metrics, pairs[0], seed).values():
         call()
@@ -157,7 +158,7 @@ def main(argv):
     held_mib = sum({id(a): a.nbytes for pair in pairs for a in pair}.values()) / 2**20
     print(f"peak RSS {peak_mib:.0f} MiB (of which {held_mib:.0f} MiB are the generated maps held for the run)")
     if FLAGS.out:
-        from keras_emlnet.io_utils import write_json_atomic
+        from keras_emlnet.atomic_files import write_json_atomic
 
         config = {flag: FLAGS[flag].value for flag in
                   ("num_pairs", "map_size", "saliency_size", "fixations", "seed", "target_ms")}

@@ -58,7 +58,7 @@ def _size(text):
 
 def export_model(export_base):
     """Exports --model (or the tiny EMLNet) as version 1; returns the model name."""
-    from serving.export import ExportConfig, export_saliency_model, load_keras_model
+    from serving.export.export import ExportConfig, export_saliency_model, load_keras_model
 
     if FLAGS.model:
         model = load_keras_model(FLAGS.model)
@@ -73,7 +73,7 @@ def export_model(export_base):
 
 def client_images(count, size, seed=0):
     """`count` distinct seeded PNG images of `size`."""
-    from serving.export_checks import encode_image
+    from serving.export.checks import encode_image
 
     rng = np.random.default_rng(seed)
     return [encode_image(rng.integers(0, 256, size=size + (3,), dtype=np.uint8)) for _ in range(count)]
@@ -190,7 +190,7 @@ def measure(mode, export_base, model_name, images, batching_file):
 
 def main(argv):
     del argv
-    from keras_emlnet.io_utils import write_json_atomic
+    from keras_emlnet.atomic_files import write_json_atomic
 
     with tempfile.TemporaryDirectory(prefix="serving_load_") as work:
         export_base = os.path.join(work, "emlnet")

@@ -22,8 +22,8 @@ import re
 import numpy as np
 from absl import app, logging
 
-from keras_emlnet import densenet161
-from keras_emlnet.io_utils import atomic_path
+from keras_emlnet.models import densenet161
+from keras_emlnet.atomic_files import atomic_path
 
 # torchvision's old dense-layer names: "denselayer3.norm.1.weight" -> "denselayer3.norm1.weight".
 _DOTTED_NAME = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")

@@ -10,8 +10,8 @@ import functools
 
 import keras
 
-from keras_emlnet.backbones import BackboneSpec, TapSpec
-from keras_emlnet.encoder import build_encoder
+from keras_emlnet.models.backbones import BackboneSpec, TapSpec
+from keras_emlnet.models.encoder import build_encoder
 
 TINY_TAPS = (
     TapSpec("s2", "conv1", 8, 2),
@@ -53,22 +53,22 @@ def tiny_backbone_spec(name="tiny", seed=0):
     )
 
 
-def tiny_encoder(prefix="tiny_a", input_shape=(32, 48, 3), seed=0):
+def tiny_encoder(prefix="tiny_a", input_size=(32, 48), seed=0):
     """A real encoder (named `<prefix>_encoder`) over the tiny backbone, deterministic in `seed`."""
-    return build_encoder(tiny_backbone_spec(prefix, seed), input_shape=input_shape, seed=seed)
+    return build_encoder(tiny_backbone_spec(prefix, seed), input_size=input_size, seed=seed)
 
 
-def tiny_emlnet(input_shape=(32, 48, 3), *, output_mode="minmax", blur_sigma=None, resize_mode="resize", seed=0):
+def tiny_emlnet(input_size=(32, 48), *, output_mode="minmax", blur_sigma=None, resize_mode="resize", seed=0):
     """A real EMLNet over two tiny encoders (`tiny_a`, `tiny_b`), deterministic in `seed`.
 
     Taps: s2 (8 ch), s4 (12 ch), final (16 ch) per encoder; decoder weights
     2 * (8 + 12 + 16) + 6 = 78.
     """
-    from keras_emlnet.emlnet import build_emlnet
+    from keras_emlnet.models.emlnet import build_emlnet
 
     encoders = [
-        tiny_encoder("tiny_a", input_shape=input_shape, seed=seed),
-        tiny_encoder("tiny_b", input_shape=input_shape, seed=seed + 1),
+        tiny_encoder("tiny_a", input_size=input_size, seed=seed),
+        tiny_encoder("tiny_b", input_size=input_size, seed=seed + 1),
     ]
     return build_emlnet(
         encoders,

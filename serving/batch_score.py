@@ -7,13 +7,13 @@
 
 Uses every local GPU (MirroredStrategy) or the CPU. Rerun the same command to
 resume: images whose outputs all exist are skipped. Unreadable images are
-listed in batch_score_summary*.json and skipped. See serving/batch_scoring.py.
+listed in batch_score_summary*.json and skipped. See serving/batch/scoring.py.
 """
 
 from absl import app, flags, logging
 
-from keras_emlnet.predictor import PRECISIONS
-from serving.batch_scoring import FORMATS, ScoreConfig
+from keras_emlnet.inference.predictor import PRECISIONS
+from serving.batch.scoring import FORMATS, ScoreConfig
 
 FLAGS = flags.FLAGS
 
@@ -42,8 +42,8 @@ def define_flags(flag_values=FLAGS):
 
 def main(argv):
     del argv
-    from keras_emlnet.progress import ThroughputProgress
-    from serving.batch_scoring import score_collection, summary_path
+    from keras_emlnet.inference.progress import ThroughputProgress
+    from serving.batch.scoring import score_collection, summary_path
 
     config = ScoreConfig(
         model=FLAGS.model,

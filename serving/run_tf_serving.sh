@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serves exports/emlnet with the official TF Serving docker image (needs docker;
-# cannot run on the project machines, which is why serving/server.py exists).
+# cannot run on the project machines, which is why serving/server/server.py exists).
 #
 #   bash serving/run_tf_serving.sh            # gRPC on 8500, REST on 8501
 #   TF_SERVING_IMAGE=tensorflow/serving:2.21.0-gpu bash serving/run_tf_serving.sh

@@ -48,7 +48,7 @@ def serving_export(tmp_path_factory):
 
     Read-only: copy the tree (shutil.copytree) before adding versions.
     """
-    from tests.serving_helpers import export_tiny
+    from tests.serving.helpers import export_tiny
 
     base = tmp_path_factory.mktemp("serving_export") / "emlnet"
     model, _ = export_tiny(base, 1)

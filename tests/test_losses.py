@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_emlnet import keras_metrics, losses
+from keras_emlnet import losses
+from keras_emlnet.metrics import keras as keras_metrics
 
 PAPER_EPSILON = 1e-6  # ε of eq. 1 in the authors' released code
 

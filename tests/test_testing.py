@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_emlnet.taps import find_tap_layers
+from keras_emlnet.models.taps import find_tap_layers
 from keras_emlnet.testing import tiny_encoder
 
 
@@ -15,7 +15,7 @@ def test_names_taps_and_strides():
         "tiny_a_tap_s4": (None, 8, 12, 12),
         "tiny_a_tap_final": (None, 4, 6, 16),
     }
-    assert tiny_encoder("tiny_b", input_shape=(64, 96, 3)).output.shape == (None, 64, 96, 1)
+    assert tiny_encoder("tiny_b", input_size=(64, 96)).output.shape == (None, 64, 96, 1)
 
 
 def test_deterministic_in_the_seed(rng):

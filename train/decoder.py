@@ -15,8 +15,9 @@ command with one more path (and a new --workdir). Training flags (--epochs,
 
 from absl import app, flags, logging
 
-from keras_emlnet import decoder_training, postprocess
-from keras_emlnet.training_callbacks import EpochLogger
+from keras_emlnet.training import decoder_stage as decoder_training
+from keras_emlnet.models import postprocess
+from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
 flags.DEFINE_list("encoders", None, "Comma-separated .keras files of trained encoders (from train.encoder), "

@@ -4,11 +4,11 @@ Every stage is one call into the library (`train/demo_stages.py`, one function
 per stage); this module only orders the calls, times them and records what ran:
 
 1. data      `keras_emlnet.data.generate.generate_dataset`: a small SALICON-format dataset
-2. encoders  `keras_emlnet.encoder_training.train_encoder`, one run per backbone, from
+2. encoders  `keras_emlnet.training.encoder_stage.train_encoder`, one run per backbone, from
              random initialisation (pretrained weights cannot be fetched offline)
-3. decoder   `keras_emlnet.decoder_training.train_decoder` over the frozen encoders
-4. evaluate  `keras_emlnet.evaluation.evaluate` on the val split, beside the center bias
-5. export    `serving.export.export_saliency_model`: a versioned SavedModel
+3. decoder   `keras_emlnet.training.decoder_stage.train_decoder` over the frozen encoders
+4. evaluate  `keras_emlnet.evaluation.evaluate.evaluate` on the val split, beside the center bias
+5. export    `serving.export.export.export_saliency_model`: a versioned SavedModel
 6. serve     `serving.server` in a child process on 127.0.0.1 (`train.demo_server`),
              test images scored through `serving.client` over gRPC: maps and overlays
 
@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 
-from keras_emlnet import io_utils
+from keras_emlnet import atomic_files as io_utils
 from train import demo_stages as stages
 from train.demo_stages import DATASET, MODEL_NAME
 

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 
-# The line serving.server logs once both APIs listen (see serving/server.py main).
+# The line serving.server logs once both APIs listen (see serving/server/server.py main).
 READY_LINE = re.compile(r"ready: gRPC \S+:(\d+) REST \S+:(\d+)")
 STOP_GRACE_S = 30.0
 _PR_SET_PDEATHSIG = 1

@@ -23,7 +23,7 @@ def generate_data(config, data_dir):
 
 def train_encoders(config, data_dir, runs_dir, callbacks):
     """Trains one encoder per backbone; returns their `.keras` paths."""
-    from keras_emlnet import encoder_training
+    from keras_emlnet.training import encoder_stage as encoder_training
 
     recipe = dataclasses.replace(
         encoder_training.ENCODER_RECIPE, epochs=1, batch_size=config.batch_size, input_size=config.input_size,
@@ -43,7 +43,7 @@ def train_encoders(config, data_dir, runs_dir, callbacks):
 
 def train_decoder(config, data_dir, encoder_paths, workdir, callbacks):
     """Trains the decoder over the encoders; returns the `emlnet.keras` path."""
-    from keras_emlnet import decoder_training
+    from keras_emlnet.training import decoder_stage as decoder_training
 
     recipe = dataclasses.replace(
         decoder_training.DECODER_RECIPE, epochs=1, batch_size=config.batch_size, input_size=config.input_size,
@@ -63,7 +63,7 @@ def load_emlnet(path):
     import keras
 
     # Every module whose layers an EMLNet holds must be imported (registered) before loading.
-    for module in ("keras_emlnet.emlnet", "keras_emlnet.extractor", "keras_emlnet.encoder"):
+    for module in ("keras_emlnet.models.emlnet", "keras_emlnet.models.extractor", "keras_emlnet.models.encoder"):
         importlib.import_module(module)
     return keras.saving.load_model(path, compile=False)
 
@@ -74,9 +74,10 @@ def evaluate_model(config, model_path, data_dir, eval_dir):
     Returns:
         (the loaded model, the per-row summary, the table as text).
     """
-    from keras_emlnet import evaluation, evaluation_tables
-    from keras_emlnet.predictor import predictor_from_keras_model
-    from keras_emlnet.progress import ThroughputProgress
+    from keras_emlnet.evaluation import evaluate as evaluation
+    from keras_emlnet.evaluation import tables as evaluation_tables
+    from keras_emlnet.inference.predictor import predictor_from_keras_model
+    from keras_emlnet.inference.progress import ThroughputProgress
 
     eval_config = evaluation.EvalConfig(
         dataset=DATASET, data_dir=data_dir, split="val", model_name="EML-NET (demo)", seed=config.seed,
@@ -91,7 +92,7 @@ def evaluate_model(config, model_path, data_dir, eval_dir):
 
 def export_model(model, model_path, export_base):
     """Exports version EXPORT_VERSION of the model; returns the version folder."""
-    from serving.export import ExportConfig, export_saliency_model
+    from serving.export.export import ExportConfig, export_saliency_model
 
     version_dir, record = export_saliency_model(
         model, ExportConfig(model=model_path, export_base=export_base, version=EXPORT_VERSION, model_name=MODEL_NAME))

@@ -12,10 +12,10 @@ continues from the last finished epoch. Training flags (--epochs,
 
 from absl import app, flags, logging
 
-from keras_emlnet import encoder_training
-from keras_emlnet.backbones import BACKBONES, get_backbone
-from keras_emlnet.training import ConfigMismatchError
-from keras_emlnet.training_callbacks import EpochLogger
+from keras_emlnet.training import encoder_stage as encoder_training
+from keras_emlnet.models.backbones import BACKBONES, get_backbone
+from keras_emlnet.training.fit import ConfigMismatchError
+from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
 flags.DEFINE_string("backbone", None, f"Backbone registry name: {', '.join(sorted(BACKBONES))}.")

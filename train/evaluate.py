@@ -9,16 +9,16 @@ Prints the table (columns in the MIT benchmark's order, as the EML-NET paper's
 tables) with a center-bias row and, with --baseline_maps, a row for another
 model's maps; writes results.md, results.csv, results.json (with per-image
 scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<split>).
-CAT2000 is also reported per category. See keras_emlnet/evaluation.py.
+CAT2000 is also reported per category. See keras_emlnet/evaluation/evaluate.py.
 """
 
 import os
 
 from absl import app, flags, logging
 
-from keras_emlnet.baselines import DEFAULT_CENTER_BIAS_SIGMA
-from keras_emlnet.evaluation import SHUFFLED_OTHER_IMAGES
-from keras_emlnet.predictor import PRECISIONS
+from keras_emlnet.evaluation.baselines import DEFAULT_CENTER_BIAS_SIGMA
+from keras_emlnet.evaluation.evaluate import SHUFFLED_OTHER_IMAGES
+from keras_emlnet.inference.predictor import PRECISIONS
 from train import flags_data
 
 FLAGS = flags.FLAGS
@@ -74,10 +74,10 @@ def default_out_dir(model_path, dataset, split):
 
 def main(argv):
     del argv
-    from keras_emlnet.evaluation import EvalConfig
-    from keras_emlnet.evaluation_tables import evaluate_and_write
-    from keras_emlnet.predictor import load_predictor
-    from keras_emlnet.progress import ThroughputProgress
+    from keras_emlnet.evaluation.evaluate import EvalConfig
+    from keras_emlnet.evaluation.tables import evaluate_and_write
+    from keras_emlnet.inference.predictor import load_predictor
+    from keras_emlnet.inference.progress import ThroughputProgress
 
     config = EvalConfig(
         dataset=FLAGS.dataset,

@@ -11,16 +11,18 @@ MIT1003: pad to 4:3, resize to 480x640, 903/100 split; CAT2000: resize,
 decoder (decoder recipe, warm-started from --from's). Training flags
 (--epochs, --batch_size, --max_steps, --mixed_precision, --distribution, ...)
 apply to both stages; --input_size must stay the source's. Killed and rerun
-with the same command, it continues. See keras_emlnet/finetuning.py.
+with the same command, it continues. See keras_emlnet/training/finetune.py.
 """
 
 import dataclasses
 
 from absl import app, flags, logging
 
-from keras_emlnet import decoder_training, encoder_training, finetuning
-from keras_emlnet.training import ConfigMismatchError
-from keras_emlnet.training_callbacks import EpochLogger
+from keras_emlnet.training import decoder_stage as decoder_training
+from keras_emlnet.training import encoder_stage as encoder_training
+from keras_emlnet.training import finetune as finetuning
+from keras_emlnet.training.fit import ConfigMismatchError
+from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
 flags.DEFINE_string("from", None, "Workdir of the train.decoder run to fine-tune (holds config.json and emlnet.keras).")

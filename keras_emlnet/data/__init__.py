@@ -1,6 +1,6 @@
-"""Datasets (SALICON, MIT1003, CAT2000), their geometry and the tf.data pipeline.
+"""Datasets (SALICON, MIT1003, CAT2000): readers, splits, generator and the tf.data pipeline.
 
-Names are imported lazily: `import keras_emlnet.data.geometry` (used by
+Names are imported lazily: `import keras_emlnet.models.geometry` (used by
 serving code) must not pull in TensorFlow.
 """
 
@@ -8,8 +8,6 @@ import importlib
 
 # public name -> module (relative to this package) that defines it
 _LAZY = {
-    "Geometry": "geometry",
-    "make_geometry": "geometry",
     "build_dataset": "pipeline",
     "build_train_val": "pipeline",
     "iter_eval_samples": "pipeline",

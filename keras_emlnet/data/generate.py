@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from keras_emlnet import io_utils
+from keras_emlnet import atomic_files as io_utils
 from keras_emlnet.data import cat2000, synthetic
 
 DEFAULT_IMAGE_SIZE = {"salicon": (480, 640), "mit1003": (768, 1024), "cat2000": (1080, 1920)}

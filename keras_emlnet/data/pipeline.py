@@ -17,7 +17,8 @@ import dataclasses
 
 import numpy as np
 
-from keras_emlnet.data import cat2000, geometry, mit1003, records, salicon
+from keras_emlnet.data import cat2000, mit1003, records, salicon
+from keras_emlnet.models import geometry
 
 READERS = {"salicon": salicon, "mit1003": mit1003, "cat2000": cat2000}
 # After cache() the shuffle is a window this many samples wide (a full-size

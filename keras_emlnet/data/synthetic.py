@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import scipy.ndimage
 
-from keras_emlnet.data import geometry
+from keras_emlnet.models import geometry
 
 CENTER_BIAS_WEIGHT = 0.25  # share of fixations drawn from the centre prior
 CENTER_BIAS_SIGMA = 0.25  # centre Gaussian sigma, in fractions of (h, w)

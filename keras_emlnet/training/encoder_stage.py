@@ -1,0 +1,103 @@
+"""Stage one of EML-NET (§3.1–3.2): train one saliency encoder on its own.
+
+Each backbone is trained separately, with the EML loss, so that memory is
+bounded by the largest single CNN rather than by all of them together
+(`benchmarks/encoder_memory.py` measures the difference). `python -m
+train.encoder` is a thin CLI over `train_encoder`.
+"""
+
+import os
+
+from keras_emlnet import data as data_lib
+from keras_emlnet import atomic_files as io_utils
+from keras_emlnet.metrics import keras as keras_metrics
+from keras_emlnet.training import fit as training
+from keras_emlnet.models.backbones import get_backbone
+from keras_emlnet.models.encoder import build_encoder
+from keras_emlnet.losses import EMLLoss
+
+# The paper's encoder recipe: SGD momentum 0.9, weight decay 1e-4, batch 8,
+# 10 epochs, learning rate x0.1 after epoch 5, input 480x640. The initial
+# rate is the released code's 0.01, not the paper's 0.1 (WORKSPACE.md).
+ENCODER_RECIPE = training.TrainConfig(
+    epochs=10, batch_size=8, learning_rate=0.01, lr_decay_epochs=(5,), input_size=(480, 640)
+)
+ENCODER_FILE = "encoder.keras"
+BAD_SAMPLES_FILE = "bad_samples.json"
+EVAL_METRICS = (keras_metrics.NSS, keras_metrics.CC, keras_metrics.KLD, keras_metrics.SIM)
+
+
+def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None, skip_bad=False,
+                  callbacks=(), verbose=0):
+    """Trains `build_encoder(backbone)` on `dataset` and saves `encoder.keras`.
+
+    Trains on the train split (shuffled, augmented by the pipeline) and
+    validates on the val split every epoch, with `EMLLoss` and the NSS, CC,
+    KLD and SIM metrics. Resumable: see `training.fit`.
+
+    Args:
+        backbone: registry name ("nasnet", "densenet161", "resnet50") or a
+            `BackboneSpec`.
+        dataset: "salicon", "mit1003" or "cat2000".
+        data_dir: the dataset's root folder.
+        config: a TrainConfig (`ENCODER_RECIPE` with changes).
+        workdir: the run's folder.
+        weights: the backbone's initial weights (None: random; a named source
+            such as "imagenet"; or a file path), as for `build_encoder`.
+        skip_bad: report and skip corrupt samples; the skipped files are
+            listed in `<workdir>/bad_samples.json` ({path: problem}).
+        callbacks: extra Keras callbacks.
+        verbose: Keras `fit` verbosity.
+
+    Returns:
+        The `training.FitResult`; `final_model_path` is `<workdir>/encoder.keras`.
+
+    Raises:
+        ValueError: unknown backbone (the message lists the registry), bad
+            settings, or a workdir that holds a run with other settings.
+    """
+    spec = get_backbone(backbone)  # fails before any data is read
+    workdir = os.path.abspath(workdir)
+    # A resumed run overwrites every weight from its backup: it does not load
+    # the pretrained file (which an offline machine may no longer have).
+    resuming = os.path.isfile(os.path.join(workdir, "backup", "state.json"))
+    named = weights is None or weights in spec.weight_sources
+    if not named and not resuming and not os.path.isfile(weights):
+        raise ValueError(
+            f"weights {weights!r} is neither a named source of backbone {spec.name!r} "
+            f"({sorted(spec.weight_sources)}) nor an existing file"
+        )
+
+    def model_fn():
+        return build_encoder(spec, weights=None if resuming else weights, input_size=config.input_size, seed=config.seed)
+
+    run_settings = {
+        "stage": "encoder",
+        "backbone": spec.name,
+        "weights": weights if named else os.path.abspath(weights),
+        "dataset": dataset,
+        "data_dir": os.path.abspath(data_dir),
+        "skip_bad": bool(skip_bad),
+        "loss": "EMLLoss",
+        "metrics": [metric.__name__ for metric in EVAL_METRICS],
+    }
+    training.check_resumable(workdir, config, run_settings)  # before reading any data
+    report = data_lib.BadDataReport()
+    train_data, val_data = data_lib.build_train_val(dataset, data_dir, config, skip_bad=skip_bad, report=report)
+    result = training.fit(
+        model_fn,
+        train_data,
+        val_data,
+        config,
+        workdir,
+        loss=EMLLoss(),
+        metrics=EVAL_METRICS,
+        run_settings=run_settings,
+        final_model_name=ENCODER_FILE,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    if report.count:
+        # Next to the model: which files this run left out, and why.
+        io_utils.write_json_atomic(os.path.join(workdir, BAD_SAMPLES_FILE), report.problems)
+    return result

@@ -1,0 +1,92 @@
+"""The input side of batch scoring: the tf.distribute strategy and the image pipeline.
+
+tf.data reads and decodes files in parallel and maps each image into the model
+frame (`tf_image_to_model`); files TF cannot decode are dropped with
+`ignore_errors()` (a decode error inside a graph cannot be caught per element)
+and `describe_unreadable` gives the reason afterwards. Batches are padded to
+the global batch size so every replica of a MirroredStrategy gets a full,
+static-shape share; metadata travels as int32 tensors, never strings.
+"""
+
+import re
+
+import numpy as np
+
+
+def make_strategy():
+    """MirroredStrategy over every local GPU when there are several, else the default (one GPU or CPU)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([device.name for device in gpus])
+    return tf.distribute.get_strategy()
+
+
+def strategy_devices(strategy):
+    """The device names a strategy computes on (the default strategy: GPU 0 if any, else the CPU)."""
+    import tensorflow as tf
+
+    try:
+        return list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy does not list its device
+        gpus = tf.config.list_logical_devices("GPU")
+        return [gpus[0].name if gpus else tf.config.list_logical_devices("CPU")[0].name]
+
+
+def image_dataset(sources, input_size, resize_mode, global_batch_size):
+    """tf.data of (index int32 (B,), original_size int32 (B, 2), image float32 (B, H, W, 3)).
+
+    Files that cannot be read or decoded are dropped (`ignore_errors`); the
+    caller finds them as the indices that never come out. Every batch is
+    padded to `global_batch_size` with index -1, so each replica of a strategy
+    gets a full, static-shape share.
+    """
+    import tensorflow as tf
+
+    from keras_emlnet.models.geometry import tf_image_to_model
+
+    height, width = (int(v) for v in input_size)
+
+    def load(index, path):
+        image = tf.io.decode_image(
+            tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8
+        )
+        image.set_shape([None, None, 3])
+        original_size = tf.shape(image, out_type=tf.int32)[:2]
+        return index, original_size, tf_image_to_model(image, (height, width), resize_mode)
+
+    def pad(index, original_size, images):
+        missing = global_batch_size - tf.shape(index)[0]
+        index = tf.concat([index, -tf.ones([missing], tf.int32)], 0)
+        original_size = tf.concat([original_size, tf.ones([missing, 2], tf.int32)], 0)
+        images = tf.concat([images, tf.zeros([missing, height, width, 3])], 0)
+        return (
+            tf.ensure_shape(index, [global_batch_size]),
+            tf.ensure_shape(original_size, [global_batch_size, 2]),
+            tf.ensure_shape(images, [global_batch_size, height, width, 3]),
+        )
+
+    indices = np.arange(len(sources), dtype=np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((indices, list(sources)))
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.ignore_errors()
+    dataset = dataset.batch(global_batch_size).map(pad).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
+def describe_unreadable(path):
+    """Why TensorFlow cannot decode `path` (the error's first line)."""
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except (tf.errors.OpError, OSError, ValueError) as error:
+        lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
+        # Drop TF's "{{function_node ...}}" prefix and " [Op:DecodeImage]" tail.
+        message = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", lines[0] if lines else "")
+        message = re.sub(r"\s*\[Op:\w+\].*$", "", message)
+        return message or type(error).__name__
+    return "dropped by the input pipeline (decodes on retry)"

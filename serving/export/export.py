@@ -1,0 +1,164 @@
+"""Exports an EMLNet `.keras` model as a SavedModel TF Serving loads.
+
+    python -m serving.export --model runs/emlnet/emlnet.keras \
+        --export_base exports/emlnet --version 1
+
+writes ``exports/emlnet/1/``:
+
+- ``saved_model.pb`` and ``variables/``: signatures ``serving_default``
+  (``image_bytes``) and ``predict_images`` (``images``), both returning
+  ``saliency``, ``height`` and ``width`` (see serving/export/saliency_module.py),
+  and the non-signature function ``predict_model_size`` (float32 model-size
+  images → model-frame maps) that batch scoring and evaluation use;
+- ``assets.extra/tf_serving_warmup_requests``: a TFRecord of PredictionLog
+  protos with representative PredictRequests, replayed at load by TF Serving
+  (and by serving.server) so the first real request is not slow;
+- ``config.json``: what this export used (model path, version, signatures,
+  geometry, output mode, parity measured).
+
+The version folder is written under a temporary name in `export_base` and
+renamed into place only after the reloaded SavedModel matched the Keras
+model, so a server polling `export_base` never sees a partial or wrong
+version.
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+
+from keras_emlnet import atomic_files as io_utils
+from keras_emlnet.atomic_files import write_json_atomic
+from serving.export import checks as export_checks
+from serving.export import saliency_module
+
+DEFAULT_PARITY_TOLERANCE = 1e-4
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+CONFIG_FILE = "config.json"
+SERVING_OUTPUT_MODES = ("minmax", "probability", "log_density")
+# Modules whose custom layers and models a saved EMLNet refers to.
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What one export does (recorded in the version's config.json).
+
+    Attributes:
+        model: path of the `.keras` model ("<in memory>" when given a model).
+        export_base: folder holding the version folders.
+        version: positive integer version; None picks the next free one.
+        model_name: name written into the warmup requests' model_spec.
+        parity_tolerance: largest allowed max |SavedModel - Keras| divided by
+            max |Keras| over the check images.
+        seed: seeds the representative images.
+    """
+
+    model: str
+    export_base: str
+    version: int = None
+    model_name: str = None
+    parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
+    seed: int = 0
+
+
+def load_keras_model(path):
+    """Loads an EMLNet (or compatible saliency model) from a `.keras` file."""
+    from keras_emlnet.models import saving
+
+    path = os.fspath(path)
+    if not (os.path.isfile(path) and path.endswith(".keras")):
+        raise FileNotFoundError(f"--model {path!r} is not a .keras file")
+    return saving.load_model(path, compile=False)
+
+
+def next_version(export_base):
+    """1 + the highest integer version folder in `export_base` (1 if none)."""
+    if not os.path.isdir(export_base):
+        return 1
+    versions = [int(name) for name in os.listdir(export_base) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def model_attributes(model):
+    """(input_size, resize_mode, output_mode) of a model, checked for serving."""
+    missing = [name for name in ("input_size", "resize_mode", "output_mode") if not hasattr(model, name)]
+    if missing:
+        raise ValueError(
+            f"model {getattr(model, 'name', model)!r} has no {missing}: export needs an EMLNet "
+            "(or a model carrying input_size, resize_mode and output_mode)"
+        )
+    if model.output_mode not in SERVING_OUTPUT_MODES:
+        raise ValueError(
+            f"output_mode {model.output_mode!r} cannot be served; use one of {SERVING_OUTPUT_MODES}"
+        )
+    return tuple(int(v) for v in model.input_size), str(model.resize_mode), str(model.output_mode)
+
+
+def export_saliency_model(model, config):
+    """Writes, checks and publishes one SavedModel version.
+
+    Args:
+        model: an EMLNet (or a Keras model with input_size, resize_mode and
+            output_mode attributes).
+        config: ExportConfig.
+
+    Returns:
+        (version_dir, record) where record is the dict written to config.json.
+
+    Raises:
+        FileExistsError: the version folder exists already.
+        export_checks.ExportParityError: the reloaded SavedModel differs from
+            the Keras model by more than the tolerance (nothing is published).
+        ValueError: bad version or a model that cannot be served.
+    """
+    import tensorflow as tf
+
+    input_size, resize_mode, output_mode = model_attributes(model)
+    export_base = os.fspath(config.export_base)
+    version = next_version(export_base) if config.version is None else config.version
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"--version must be a positive integer, got {version!r}")
+    model_name = config.model_name or os.path.basename(os.path.normpath(export_base))
+    final_dir = os.path.join(export_base, str(version))
+    if os.path.exists(final_dir):
+        raise FileExistsError(f"{final_dir} exists; export to a new --version")
+    os.makedirs(export_base, exist_ok=True)
+    # Not an integer name, so servers polling export_base ignore it.
+    work_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    try:
+        module = saliency_module.SaliencyModule(model, input_size, resize_mode, output_mode)
+        tf.saved_model.save(module, work_dir, signatures=module.signatures())
+        images = export_checks.representative_images(input_size, seed=config.seed)
+        requests = export_checks.warmup_requests(images, model_name)
+        export_checks.write_warmup_requests(os.path.join(work_dir, WARMUP_DIR, WARMUP_FILE), requests)
+        parity = export_checks.check_parity(
+            work_dir, model, images, tolerance=config.parity_tolerance
+        )
+        record = {
+            **dataclasses.asdict(config),
+            "version": version,
+            "model_name": model_name,
+            "input_size": list(input_size),
+            "resize_mode": resize_mode,
+            "output_mode": output_mode,
+            "signatures": export_checks.describe_signatures(work_dir),
+            "padding_value": saliency_module.PADDING_VALUE,
+            "warmup_requests": len(requests),
+            "parity": parity,
+            "tensorflow_version": tf.__version__,
+        }
+        write_json_atomic(os.path.join(work_dir, CONFIG_FILE), record)
+        _make_readable(work_dir)
+        os.rename(work_dir, final_dir)  # fails if final_dir appeared meanwhile
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    return final_dir, record
+
+
+def _make_readable(directory):
+    # mkdtemp/mkstemp create owner-only entries; a server running as another
+    # user (the TF Serving container) must be able to read the version.
+    for root, dirs, files in os.walk(directory):
+        os.chmod(root, 0o755 & ~io_utils.UMASK)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644 & ~io_utils.UMASK)

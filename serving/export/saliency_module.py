@@ -1,0 +1,150 @@
+"""The tf.Module an EMLNet is exported as: decoding, geometry, original size.
+
+Signatures (all outputs per image, batch axis first):
+
+- ``serving_default``: ``image_bytes`` tf.string (B,), each an encoded JPEG,
+  PNG, GIF (first frame) or BMP image of any size; images of one batch may
+  differ in size.
+- ``predict_images``: ``images`` uint8 (B, H, W, 3) RGB, one size per batch,
+  any size (not only the model size).
+
+Both return:
+
+- ``saliency`` float32 (B, Hmax, Wmax): image i's map at its original size
+  (h_i, w_i) in the top-left corner, in the model's output mode. Maps are
+  padded to the largest height and width in the batch with ``PADDING_VALUE``
+  (0.0); the padding is not part of any map (0 is a valid "log_density"
+  value), so always crop ``saliency[i, :height[i], :width[i]]``.
+- ``height``, ``width`` int32 (B,): each image's original size.
+
+Each image goes through the model's own geometry (`resize_mode`,
+`keras_emlnet.models.geometry.tf_image_to_model`) and its map is brought back
+with `keras_emlnet.models.postprocess.tf_to_original_size` (re-normalised for the
+output mode at the original size).
+
+The module also holds `input_size` (int32 [H, W]), `resize_mode` and
+`output_mode` (tf.string) as non-trainable variables, readable after
+``tf.saved_model.load(path)``, and one function that is not a signature (TF
+Serving does not see it):
+
+- ``predict_model_size``: float32 (B, H, W, 3) RGB 0-255 at the model size →
+  float32 (B, H, W, 1) model-frame maps in the output mode (the Keras model's
+  own output). Batch scoring and evaluation (`keras_emlnet.inference.predictor`) call it
+  after ``tf.saved_model.load``: images they resized to the model size stay
+  float, where ``predict_images`` would round them to uint8 first.
+"""
+
+import tensorflow as tf
+
+from keras_emlnet.models.geometry import tf_image_to_model
+from keras_emlnet.models.postprocess import tf_to_original_size
+from keras_emlnet.inference.predictor import SAVED_MODEL_FUNCTION as PREDICT_MODEL_SIZE
+
+PADDING_VALUE = 0.0
+SERVING_DEFAULT = "serving_default"
+PREDICT_IMAGES = "predict_images"
+IMAGE_BYTES = "image_bytes"
+IMAGES = "images"
+OUTPUTS = ("saliency", "height", "width")
+
+
+class SaliencyModule(tf.Module):
+    """Wraps a Keras saliency model for tf.saved_model.save.
+
+    Args:
+        model: Keras model taking float32 RGB 0-255 (B, H, W, 3) at
+            `input_size` and returning (B, H, W, 1) maps in `output_mode`.
+        input_size: (H, W) the model takes.
+        resize_mode: "resize" or "pad_to_4_3".
+        output_mode: the mode of the model's maps ("minmax", "probability",
+            "log_density").
+    """
+
+    def __init__(self, model, input_size, resize_mode, output_mode):
+        super().__init__(name="saliency_serving")
+        self.model = model
+        self._input_size = tuple(int(v) for v in input_size)
+        self._resize_mode = str(resize_mode)
+        self._output_mode = str(output_mode)
+        self.input_size = tf.Variable(self._input_size, dtype=tf.int32, trainable=False, name="input_size")
+        self.resize_mode = tf.Variable(self._resize_mode, dtype=tf.string, trainable=False, name="resize_mode")
+        self.output_mode = tf.Variable(self._output_mode, dtype=tf.string, trainable=False, name="output_mode")
+        # Its input signature depends on the model size, so it is made here
+        # rather than by a decorator; as a tracked attribute it is saved.
+        height, width = self._input_size
+        setattr(self, PREDICT_MODEL_SIZE, tf.function(
+            self._model_frame_maps,
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=IMAGES)],
+        ))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
+    def serve_image_bytes(self, image_bytes):
+        """Encoded images of any sizes → maps at their original sizes."""
+        image_bytes = _assert_not_empty(image_bytes, IMAGE_BYTES)
+        height, width = self._input_size
+
+        def decode(encoded):
+            image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+            size = tf.shape(image, out_type=tf.int32)[:2]
+            return tf_image_to_model(image, self._input_size, self._resize_mode), size
+
+        model_inputs, sizes = tf.map_fn(
+            decode,
+            image_bytes,
+            fn_output_signature=(
+                tf.TensorSpec([height, width, 3], tf.float32),
+                tf.TensorSpec([2], tf.int32),
+            ),
+        )
+        return self._predict(model_inputs, sizes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGES)])
+    def serve_images(self, images):
+        """uint8 RGB images (B, H, W, 3) of one size → maps at that size."""
+        images = _assert_not_empty(images, IMAGES)
+        height, width = self._input_size
+        model_inputs = tf.map_fn(
+            lambda image: tf_image_to_model(image, self._input_size, self._resize_mode),
+            images,
+            fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
+        )
+        shape = tf.shape(images, out_type=tf.int32)
+        sizes = tf.tile(shape[tf.newaxis, 1:3], [shape[0], 1])
+        return self._predict(model_inputs, sizes)
+
+    def _model_frame_maps(self, images):
+        """float32 model-size images (B, H, W, 3) → (B, H, W, 1) maps in the output mode."""
+        return tf.cast(self.model(images, training=False), tf.float32)
+
+    def _predict(self, model_inputs, sizes):
+        maps = self._model_frame_maps(model_inputs)
+        largest = tf.reduce_max(sizes, axis=0)
+
+        def to_original(args):
+            saliency_map, size = args
+            restored = tf_to_original_size(saliency_map, size, self._resize_mode, self._output_mode)
+            padding = [[0, largest[0] - size[0]], [0, largest[1] - size[1]]]
+            return tf.pad(restored[..., 0], padding, constant_values=PADDING_VALUE)
+
+        saliency = tf.map_fn(
+            to_original, (maps, sizes), fn_output_signature=tf.TensorSpec([None, None], tf.float32)
+        )
+        return {"saliency": saliency, "height": sizes[:, 0], "width": sizes[:, 1]}
+
+    def signatures(self):
+        """{signature name: concrete function} for tf.saved_model.save."""
+        return {
+            SERVING_DEFAULT: self.serve_image_bytes.get_concrete_function(),
+            PREDICT_IMAGES: self.serve_images.get_concrete_function(),
+        }
+
+
+def _assert_not_empty(tensor, name):
+    """`tensor`, after checking it holds at least one image.
+
+    An empty batch fails with InvalidArgument and this message on the
+    official server too, instead of an error from a max over nothing.
+    """
+    check = tf.debugging.assert_positive(tf.size(tensor), message=f"empty batch: '{name}' holds no images")
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)

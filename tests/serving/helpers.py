@@ -1,0 +1,116 @@
+"""Shared pieces of the serving tests: a tiny exported EMLNet, images, processes."""
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from tests.paths import REPO_ROOT  # noqa: E402  (re-exported for the serving tests)
+INPUT_SHAPE = (32, 48, 3)
+MODEL_NAME = "emlnet"
+
+
+def tiny_model(output_mode="minmax", resize_mode="resize"):
+    from keras_emlnet.testing import tiny_emlnet
+
+    return tiny_emlnet(INPUT_SHAPE[:2], output_mode=output_mode, resize_mode=resize_mode)
+
+
+def export_tiny(export_base, version=1, *, model=None, output_mode="minmax", resize_mode="resize"):
+    """Exports a tiny EMLNet (in-process); returns (model, version_dir)."""
+    from serving.export.export import ExportConfig
+    from serving.export.export import export_saliency_model
+
+    model = model or tiny_model(output_mode, resize_mode)
+    config = ExportConfig(model="<in memory>", export_base=str(export_base), version=version,
+                          model_name=MODEL_NAME)
+    version_dir, _ = export_saliency_model(model, config)
+    return model, version_dir
+
+
+def distinct_images(count, *, seed=0, sizes=((32, 48), (40, 30), (25, 61))):
+    """`count` seeded uint8 RGB images with a bright blob at a different place each."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        h, w = sizes[i % len(sizes)]
+        rows, cols = np.mgrid[0:h, 0:w]
+        cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
+        blob = np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / (2 * (0.12 * max(h, w)) ** 2))
+        image = 40 + 200 * blob[..., None] * rng.uniform(0.5, 1.0, size=3) + rng.normal(0, 6, (h, w, 3))
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+    return images
+
+
+def png_bytes(image):
+    from serving.export.checks import encode_image
+
+    return encode_image(image, "PNG")
+
+
+def python_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def run_module(args, *, timeout=180):
+    """Runs `python -m ...` in the repo; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, env=python_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class ServerProcess:
+    """`python -m serving.server` in a subprocess; ports parsed from its ready line."""
+
+    _READY = re.compile(r"ready: gRPC \S+:(-?\d+|None) REST \S+:(-?\d+|None)")
+
+    def __init__(self, args, *, timeout=120):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", *args], cwd=REPO_ROOT, env=python_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines = []
+        self._ready = threading.Event()
+        self.grpc_port = self.rest_port = None
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(timeout) or self.grpc_port is None:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "".join(self.lines[-40:]))
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line)
+            match = self._READY.search(line)
+            if match:
+                self.grpc_port, self.rest_port = (int(v) if v != "None" else None for v in match.groups())
+                self._ready.set()
+        self._ready.set()  # exited
+
+    def stop(self, timeout=30):
+        """SIGTERM, then wait; returns the exit code (kills after `timeout`)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_for(predicate, *, timeout=30.0, interval=0.1):
+    """Polls `predicate` until truthy; returns its value or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)

@@ -1,0 +1,60 @@
+"""The shared training flags: recipe defaults, overrides, parsing errors."""
+
+import dataclasses
+
+import pytest
+from absl import flags
+
+from keras_emlnet.training.fit import TrainConfig
+from train import flags_common
+
+RECIPE = TrainConfig(epochs=5, batch_size=32, learning_rate=0.1, lr_decay_epochs=(3,))
+
+
+@pytest.fixture
+def flag_values():
+    def parse(*args):
+        flags.FLAGS(["prog", *args])
+        return flags.FLAGS
+
+    yield parse
+    flags.FLAGS.unparse_flags()
+
+
+def test_unset_flags_keep_the_recipe(flag_values):
+    assert flags_common.train_config_from_flags(RECIPE, flag_values()) == RECIPE
+
+
+def test_set_flags_override_the_recipe(flag_values):
+    values = flag_values("--epochs", "7", "--learning_rate", "0.02", "--lr_decay_epochs", "2,4",
+                         "--input_size", "64x96", "--mixed_precision", "bfloat16", "--distribution", "mirrored",
+                         "--max_steps", "3", "--steps_per_epoch", "5", "--validation_steps", "2", "--seed", "9",
+                         "--weight_decay", "0", "--momentum", "0.5", "--lr_decay_factor", "0.5", "--batch_size", "4")
+    expected = dataclasses.replace(
+        RECIPE, epochs=7, learning_rate=0.02, lr_decay_epochs=(2, 4), input_size=(64, 96), mixed_precision="bfloat16",
+        distribution="mirrored", max_steps=3, steps_per_epoch=5, validation_steps=2, seed=9, weight_decay=0.0,
+        momentum=0.5, lr_decay_factor=0.5, batch_size=4)
+    assert flags_common.train_config_from_flags(RECIPE, values) == expected
+
+
+def test_empty_decay_list_means_a_constant_rate(flag_values):
+    assert flags_common.train_config_from_flags(RECIPE, flag_values("--lr_decay_epochs", "")).lr_decay_epochs == ()
+
+
+@pytest.mark.parametrize("text, expected", [("480x640", (480, 640)), ("32X48", (32, 48))])
+def test_parse_input_size(text, expected):
+    assert flags_common.parse_input_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["480", "480x", "ax640", "0x640", "1x2x3"])
+def test_parse_input_size_rejects_bad_text(text):
+    with pytest.raises(ValueError, match="--input_size"):
+        flags_common.parse_input_size(text)
+
+
+def test_bad_values_name_the_setting(flag_values):
+    with pytest.raises(ValueError, match="lr_decay_epochs"):
+        flags_common.train_config_from_flags(RECIPE, flag_values("--lr_decay_epochs", "3,a"))
+    flags.FLAGS.unparse_flags()
+    with pytest.raises(ValueError, match="learning_rate"):
+        flags_common.train_config_from_flags(RECIPE, flag_values("--learning_rate", "-1"))
