@@ -10,46 +10,40 @@ import grpc
 
 
 class ServingError(Exception):
-    """A request failed; `grpc_code` and `http_status` say how to report it."""
+    """A request failed; `grpc_code` and `http_status` say how to report it.
+
+    Subclasses name their codes in the class statement:
+    `class NotFound(ServingError, grpc_code=grpc.StatusCode.NOT_FOUND, http_status=404)`.
+    """
 
     grpc_code = grpc.StatusCode.INTERNAL
     http_status = 500
+
+    def __init_subclass__(cls, *, grpc_code, http_status, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.grpc_code = grpc_code
+        cls.http_status = http_status
 
     def __init__(self, message):
         super().__init__(message)
         self.message = message
 
 
-class InvalidArgument(ServingError):
+class InvalidArgument(ServingError, grpc_code=grpc.StatusCode.INVALID_ARGUMENT, http_status=400):
     """Malformed request: wrong dtype or shape, not an image, empty batch."""
 
-    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
 
-
-class FailedPrecondition(ServingError):
+class FailedPrecondition(ServingError, grpc_code=grpc.StatusCode.FAILED_PRECONDITION, http_status=400):
     """The request names something the model does not have (a signature)."""
 
-    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 400
 
-
-class NotFound(ServingError):
+class NotFound(ServingError, grpc_code=grpc.StatusCode.NOT_FOUND, http_status=404):
     """Unknown model name or version."""
 
-    grpc_code = grpc.StatusCode.NOT_FOUND
-    http_status = 404
 
-
-class ResourceExhausted(ServingError):
+class ResourceExhausted(ServingError, grpc_code=grpc.StatusCode.RESOURCE_EXHAUSTED, http_status=429):
     """Over a limit: request size or the batching queue."""
 
-    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
 
-
-class Unavailable(ServingError):
+class Unavailable(ServingError, grpc_code=grpc.StatusCode.UNAVAILABLE, http_status=503):
     """No version of the model is loaded yet, or the server is stopping."""
-
-    grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503

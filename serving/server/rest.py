@@ -31,8 +31,8 @@ _PATH = re.compile(
 )
 
 
-class PayloadTooLarge(errors.ServingError):
-    http_status = 413
+class PayloadTooLarge(errors.ServingError, grpc_code=errors.ResourceExhausted.grpc_code, http_status=413):
+    """A REST body over the size limit (gRPC's RESOURCE_EXHAUSTED)."""
 
 
 def _string_tensor(values, name):
