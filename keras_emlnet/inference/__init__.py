@@ -1,1 +1,5 @@
-"""inference"""
+"""Inference: maps at each image's original size from a `.keras` EMLNet or a SavedModel, and pictures of them.
+
+`predictor` loads either kind of model behind one interface (used by evaluation and batch scoring),
+`visualize` draws overlays, `progress` reports throughput.
+"""
