@@ -16,6 +16,10 @@ stays all zero when normalised to a distribution (as in the MIT benchmark's
 never divided by zero or square-rooted at zero), and a sample without
 fixations contributes 0 to NSS' (a safe division, not a `where` whose unused
 branch could still carry NaN gradients).
+
+The Keras metrics that monitor a fit on the same layout (NSS, CC, KLD, SIM) are
+`keras_emlnet.metrics.keras`, built on `split_targets`, `standardize` and
+`to_distribution` from here (the split of `keras.losses` and `keras.metrics`).
 """
 
 import keras

@@ -75,7 +75,6 @@ def evaluate_model(config, model_path, data_dir, eval_dir):
         (the loaded model, the per-row summary, the table as text).
     """
     from keras_emlnet.evaluation import evaluate as evaluation
-    from keras_emlnet.evaluation import tables as evaluation_tables
     from keras_emlnet.inference.predictor import predictor_from_keras_model
     from keras_emlnet.inference.progress import ThroughputProgress
 
@@ -85,7 +84,7 @@ def evaluate_model(config, model_path, data_dir, eval_dir):
     )
     model = load_emlnet(model_path)
     predictor = predictor_from_keras_model(model, source=model_path)
-    written = evaluation_tables.evaluate_and_write(
+    written = evaluation.evaluate_and_write(
         predictor, eval_config, eval_dir, make_progress=lambda total: ThroughputProgress(total, verbose=2).add)
     return model, written.results.summary, written.text
 

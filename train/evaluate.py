@@ -74,8 +74,7 @@ def default_out_dir(model_path, dataset, split):
 
 def main(argv):
     del argv
-    from keras_emlnet.evaluation.evaluate import EvalConfig
-    from keras_emlnet.evaluation.tables import evaluate_and_write
+    from keras_emlnet.evaluation.evaluate import EvalConfig, evaluate_and_write
     from keras_emlnet.inference.predictor import load_predictor
     from keras_emlnet.inference.progress import ThroughputProgress
 

@@ -1,9 +1,8 @@
 """Benchmark evaluation: nine metrics per image at the original resolution, and the tables.
 
-Columns follow the MIT saliency benchmark's table order, which the EML-NET
-paper's MIT300 and CAT2000 tables copy: AUC-Judd, SIM, EMD, AUC-Borji, sAUC,
-CC, NSS, KLD; IG (in the SALICON table, absent from the MIT tables) is
-appended last. EMD and KLD are lower-is-better, the rest higher-is-better.
+`evaluate` scores a split (the metric keys of `keras_emlnet.evaluation.columns`, in table
+order); `evaluate_and_write` is the whole run of train.evaluate and the demo's evaluate stage:
+score, write every file of `keras_emlnet.evaluation.tables` and config.json, format the table.
 
 Per image (`score_map`), every row (the model and each baseline) is scored
 against the same ground truth with the same random draws:
@@ -24,22 +23,11 @@ import os
 
 import numpy as np
 
-from keras_emlnet.evaluation.baselines import DEFAULT_CENTER_BIAS_SIGMA
+from keras_emlnet.evaluation.baselines import DEFAULT_CENTER_BIAS_SIGMA, FolderMaps, center_bias_map
+from keras_emlnet.evaluation.columns import METRIC_KEYS
+from keras_emlnet.evaluation.tables import format_text, summarize, write_results
+from keras_emlnet.metrics import suite
 
-# (key in keras_emlnet.metrics / results, column header), in table order.
-METRIC_COLUMNS = (
-    ("auc_judd", "AUC-Judd"),
-    ("sim", "SIM"),
-    ("emd", "EMD"),
-    ("auc_borji", "AUC-Borji"),
-    ("auc_shuffled", "sAUC"),
-    ("cc", "CC"),
-    ("nss", "NSS"),
-    ("kld", "KLD"),
-    ("info_gain", "IG"),
-)
-METRIC_KEYS = tuple(key for key, _ in METRIC_COLUMNS)
-LOWER_IS_BETTER = frozenset({"emd", "kld"})
 SHUFFLED_OTHER_IMAGES = 10
 
 
@@ -84,16 +72,14 @@ def other_fixation_map(shape, fixation_points):
 def score_map(saliency_map, density_map, fixation_map, other_map, baseline_map, *, seed):
     """All nine metrics of one saliency map (any size) against original-size ground truth.
 
-    `metric_suite.score_all`: the values of the nine `keras_emlnet.metrics` functions, with
-    the map resized once and shared work done once, on two threads for large maps.
+    `keras_emlnet.metrics.suite.score_all`: the values of the nine `keras_emlnet.metrics`
+    functions, with the map resized once and shared work done once, on two threads for large maps.
 
     Returns:
         {metric key: float}, keys in METRIC_KEYS order.
     """
-    from keras_emlnet.metrics import suite as metric_suite
-
     fixations = np.asarray(fixation_map, dtype=bool)
-    return metric_suite.score_all(
+    return suite.score_all(
         saliency_map, fixations, density_map, other_map, baseline_map, names=METRIC_KEYS, seed=seed
     )
 
@@ -150,7 +136,7 @@ class EvalResults:
     Attributes:
         rows: row names in table order.
         per_image: one dict per (image, row): "name", "category", "row", metrics.
-        summary: means per row (evaluation_tables.summarize).
+        summary: means per row (`tables.summarize`).
         per_category: means per (category, row) for CAT2000, else None.
         skipped: {path: problem} of bad samples left out (skip_bad).
     """
@@ -201,9 +187,7 @@ def evaluate(predictor, config, *, make_progress=None):
     Returns:
         EvalResults.
     """
-    from keras_emlnet.evaluation.baselines import FolderMaps, center_bias_map
     from keras_emlnet.data import pipeline, records
-    from keras_emlnet.evaluation.tables import summarize
     from keras_emlnet.inference.predictor import make_to_original
 
     rows = config.row_names()
@@ -271,3 +255,60 @@ def _chunks(iterable, size):
             chunk = []
     if chunk:
         yield chunk
+
+
+@dataclasses.dataclass
+class WrittenEvaluation:
+    """What `evaluate_and_write` scored and wrote.
+
+    Attributes:
+        results: the EvalResults.
+        paths: {kind: path} of the written files (write_results).
+        text: the table as text, the per-category table below it if any.
+    """
+
+    results: object
+    paths: dict
+    text: str
+
+
+def evaluate_and_write(predictor, config, out_dir, *, make_progress=None):
+    """Scores `predictor` on `config`'s split and writes the tables and config.json to `out_dir`.
+
+    config.json records the EvalConfig, the predictor's settings, the output
+    folder, the rows and the TensorFlow version; results.json records the
+    dataset, split, image count and the bad samples skipped.
+
+    Args:
+        predictor: a keras_emlnet.inference.predictor.SaliencyPredictor.
+        config: an EvalConfig.
+        out_dir: the folder the files go to.
+        make_progress: as in `evaluate`.
+
+    Returns:
+        A WrittenEvaluation.
+    """
+    import tensorflow as tf
+
+    results = evaluate(predictor, config, make_progress=make_progress)
+    run_config = {
+        **dataclasses.asdict(config),
+        **predictor.config(),
+        "out": out_dir,
+        "rows": results.rows,
+        "tensorflow": tf.__version__,
+    }
+    info = {
+        "dataset": config.dataset,
+        "split": config.split,
+        "images": results.summary[0]["images"],
+        "skipped": results.skipped,
+    }
+    paths = write_results(
+        out_dir, results.summary, per_category=results.per_category, per_image=results.per_image,
+        info=info, config=run_config,
+    )
+    text = format_text(results.summary)
+    if results.per_category:
+        text += "\n" + format_text(results.per_category, group_label="category")
+    return WrittenEvaluation(results, paths, text)

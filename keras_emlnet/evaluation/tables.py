@@ -1,22 +1,20 @@
 """Evaluation tables: per-row means, and the same table as text, Markdown, CSV and JSON.
 
-Column order and metric keys come from `keras_emlnet.evaluation.evaluate.METRIC_COLUMNS`
-(the MIT benchmark's order, IG appended). NaN means "undefined for every image"
-and is written as "nan" in text/Markdown/CSV and null in JSON.
-`evaluate_and_write` is the whole run of train.evaluate and the demo's
-evaluate stage: score, write every file and config.json, format the table.
+Column order and metric keys come from `keras_emlnet.evaluation.columns` (the MIT benchmark's
+order, IG appended). NaN means "undefined for every image" and is written as "nan" in
+text/Markdown/CSV and null in JSON. `keras_emlnet.evaluation.evaluate.evaluate_and_write`
+scores a run and writes its tables with these.
 """
 
 import csv
-import dataclasses
 import io
 import math
 import os
 
 import numpy as np
 
-from keras_emlnet import atomic_files as io_utils
-from keras_emlnet.evaluation.evaluate import LOWER_IS_BETTER, METRIC_COLUMNS, METRIC_KEYS
+from keras_emlnet import atomic_files
+from keras_emlnet.evaluation.columns import LOWER_IS_BETTER, METRIC_COLUMNS, METRIC_KEYS
 
 DECIMALS = 4
 
@@ -150,75 +148,16 @@ def write_results(out_dir, summary, *, per_category=None, per_image=None, info=N
     if per_category:
         markdown += "\n### Per category\n\n" + format_markdown(per_category, group_label="category")
         paths["category_csv"] = os.path.join(out_dir, "results_per_category.csv")
-        io_utils.write_text_atomic(
+        atomic_files.write_text_atomic(
             paths["category_csv"], format_csv(per_category, group_label="category")
         )
-    io_utils.write_text_atomic(paths["markdown"], markdown + note)
-    io_utils.write_text_atomic(paths["csv"], format_csv(summary))
-    io_utils.write_json_atomic(
+    atomic_files.write_text_atomic(paths["markdown"], markdown + note)
+    atomic_files.write_text_atomic(paths["csv"], format_csv(summary))
+    atomic_files.write_json_atomic(
         paths["json"],
         results_document(summary, per_category=per_category, per_image=per_image, info=info),
     )
     if config is not None:
         paths["config"] = os.path.join(out_dir, "config.json")
-        io_utils.write_json_atomic(paths["config"], config)
+        atomic_files.write_json_atomic(paths["config"], config)
     return paths
-
-
-@dataclasses.dataclass
-class WrittenEvaluation:
-    """What `evaluate_and_write` scored and wrote.
-
-    Attributes:
-        results: the evaluation.EvalResults.
-        paths: {kind: path} of the written files (write_results).
-        text: the table as text, the per-category table below it if any.
-    """
-
-    results: object
-    paths: dict
-    text: str
-
-
-def evaluate_and_write(predictor, config, out_dir, *, make_progress=None):
-    """Scores `predictor` on `config`'s split and writes the tables and config.json to `out_dir`.
-
-    config.json records the EvalConfig, the predictor's settings, the output
-    folder, the rows and the TensorFlow version; results.json records the
-    dataset, split, image count and the bad samples skipped.
-
-    Args:
-        predictor: a keras_emlnet.inference.predictor.SaliencyPredictor.
-        config: an evaluation.EvalConfig.
-        out_dir: the folder the files go to.
-        make_progress: as in evaluation.evaluate.
-
-    Returns:
-        A WrittenEvaluation.
-    """
-    import tensorflow as tf
-
-    from keras_emlnet.evaluation.evaluate import evaluate
-
-    results = evaluate(predictor, config, make_progress=make_progress)
-    run_config = {
-        **dataclasses.asdict(config),
-        **predictor.config(),
-        "out": out_dir,
-        "rows": results.rows,
-        "tensorflow": tf.__version__,
-    }
-    info = {
-        "dataset": config.dataset,
-        "split": config.split,
-        "images": results.summary[0]["images"],
-        "skipped": results.skipped,
-    }
-    paths = write_results(
-        out_dir, results.summary, per_category=results.per_category, per_image=results.per_image,
-        info=info, config=run_config,
-    )
-    text = format_text(results.summary)
-    if results.per_category:
-        text += "\n" + format_text(results.per_category, group_label="category")
-    return WrittenEvaluation(results, paths, text)

@@ -8,8 +8,7 @@ split (`keras_emlnet.metrics.auc_sampling` holds the thresholds and the exact ex
 import numpy as np
 
 from keras_emlnet.metrics import _checks as inputs
-from keras_emlnet.metrics import auc_sampling as sampled_auc
-from keras_emlnet.metrics import auc_thresholds as threshold_counts
+from keras_emlnet.metrics import auc_sampling, auc_thresholds
 
 JUDD_JITTER_DIVISOR = 10_000_000  # AUC_Judd.m: rand(size) / 10000000
 DEFAULT_SEED = 0
@@ -28,8 +27,8 @@ def check_sampling(n_splits, step_size):
     """ValueError unless n_splits is None or a positive integer and step_size a usable step."""
     if n_splits is not None and (int(n_splits) != n_splits or n_splits < 1):
         raise ValueError(f"n_splits must be None or a positive integer, got {n_splits!r}")
-    if not (np.isfinite(step_size) and step_size >= sampled_auc.MIN_STEP_SIZE):
-        raise ValueError(f"step_size must be finite and >= {sampled_auc.MIN_STEP_SIZE}, got {step_size!r}")
+    if not (np.isfinite(step_size) and step_size >= auc_sampling.MIN_STEP_SIZE):
+        raise ValueError(f"step_size must be finite and >= {auc_sampling.MIN_STEP_SIZE}, got {step_size!r}")
 
 
 def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
@@ -54,7 +53,7 @@ def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
 
 
 def auc_judd_of(saliency, fixated, *, jitter=True, seed=None):
-    """AUC-Judd of a `metric_inputs.CheckedMap` at the flat `fixated` indices (see `auc_judd`)."""
+    """AUC-Judd of a `_checks.CheckedMap` at the flat `fixated` indices (see `auc_judd`)."""
     if fixated.size == 0:
         saliency.check()
         return float("nan")
@@ -74,7 +73,7 @@ def auc_judd_of(saliency, fixated, *, jitter=True, seed=None):
     # normalisation is monotone, so sorting the raw values orders the thresholds (ties in the
     # normalised values, which share one count, aside).
     fixated_values = np.sort(values[fixated])
-    above = threshold_counts.count_normalized_at_least(
+    above = auc_thresholds.count_normalized_at_least(
         values, low, spread, fixated_values, tied_map=tied_map, keys=keys
     )[::-1]
     num_fix, num_pix = fixated_values.size, values.size
@@ -90,10 +89,10 @@ def _jitter_key_range(saliency, tied_map):
 
     A jittered value s + u / 1e7 (u < 1) rounds to at most fl(max(s) + 2e-7) and is at least min(s).
     """
-    if tied_map or saliency.size < threshold_counts.MIN_PIXELS_FOR_KEYS:
+    if tied_map or saliency.size < auc_thresholds.MIN_PIXELS_FOR_KEYS:
         return None
     low, high = saliency.extremes  # checks the map: a bad value raises here
-    return threshold_counts.key_range(low, high + 2.0 / JUDD_JITTER_DIVISOR)
+    return auc_thresholds.key_range(low, high + 2.0 / JUDD_JITTER_DIVISOR)
 
 
 def _jittered(flat, rng, key_range=None):
@@ -118,7 +117,7 @@ def _jittered(flat, rng, key_range=None):
         chunk += flat[start : start + _JITTER_CHUNK]
         low, high = np.minimum(low, chunk.min()), np.maximum(high, chunk.max())  # NaN propagates
         if key_range:
-            threshold_counts.keys_of(chunk, key_range, out=keys[start : start + _JITTER_CHUNK], buffer=buffer)
+            auc_thresholds.keys_of(chunk, key_range, out=keys[start : start + _JITTER_CHUNK], buffer=buffer)
     return values, low, high, (keys, key_range) if key_range else None
 
 
@@ -148,7 +147,7 @@ def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_siz
 
 
 def auc_borji_of(saliency, fixated, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None):
-    """AUC-Borji of a `metric_inputs.CheckedMap` at the flat `fixated` indices (see `auc_borji`)."""
+    """AUC-Borji of a `_checks.CheckedMap` at the flat `fixated` indices (see `auc_borji`)."""
     check_sampling(n_splits, step_size)
     if fixated.size <= 1:
         return float("nan")
@@ -163,12 +162,12 @@ def auc_borji_of(saliency, fixated, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFA
         pool = np.sort(values)
         pool -= low
         pool /= spread
-        return sampled_auc.expected_auc(positives, pool, positives.size, step=step_size, replace=True)
+        return auc_sampling.expected_auc(positives, pool, positives.size, step=step_size, replace=True)
     draws = _rng(seed).integers(0, values.size, size=(int(n_splits), positives.size))  # randi
     negatives = np.take(values, draws)  # = values[draws], faster
     negatives -= low
     negatives /= spread
-    return float(np.mean(sampled_auc.split_aucs(positives, negatives, step_size)))
+    return float(np.mean(auc_sampling.split_aucs(positives, negatives, step_size)))
 
 
 def auc_shuffled(
@@ -205,7 +204,7 @@ def auc_shuffled(
 def auc_shuffled_of(
     saliency, fixated, others, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None
 ):
-    """Shuffled AUC of a `metric_inputs.CheckedMap`, fixated and other-image flat indices (see `auc_shuffled`)."""
+    """Shuffled AUC of a `_checks.CheckedMap`, fixated and other-image flat indices (see `auc_shuffled`)."""
     check_sampling(n_splits, step_size)
     if fixated.size == 0:
         return float("nan")
@@ -218,7 +217,7 @@ def auc_shuffled_of(
     pool = np.sort((values[others] - low) / spread)
     num_draws = min(positives.size, pool.size)
     if n_splits is None:
-        return sampled_auc.expected_auc(positives, pool, num_draws, step=step_size, replace=False)
-    return sampled_auc.sampled_auc_without_replacement(
+        return auc_sampling.expected_auc(positives, pool, num_draws, step=step_size, replace=False)
+    return auc_sampling.sampled_auc_without_replacement(
         positives, pool, num_draws, step=step_size, n_splits=int(n_splits), rng=_rng(seed)
     )

@@ -1,9 +1,9 @@
 """CC, KLD and SIM: a prediction against a fixation density map, the three in one pass.
 
 Public through `keras_emlnet.metrics` (see its docstring for conventions). Each metric is a
-plan: a `blocked_reductions` term (the chunked whole-map sum it needs) and a finish (the
+plan: a `_reductions` term (the chunked whole-map sum it needs) and a finish (the
 formula around that sum). `pair_metrics_of` runs the terms of several metrics in one pass over
-the two maps (`blocked_reductions.pair_pass`), so each sum is exactly its own pass's and the
+the two maps (`_reductions.pair_pass`), so each sum is exactly its own pass's and the
 maps are read once; `cc`, `kld` and `sim` are that with one name.
 """
 
@@ -173,7 +173,7 @@ def pair_metrics_of(saliency, density, names):
     the same; the chunks just go through all of them while in cache).
 
     Args:
-        saliency, density: `metric_inputs.CheckedMap`s of one shape.
+        saliency, density: `_checks.CheckedMap`s of one shape.
         names: any of "kld", "cc", "sim".
 
     Returns:

@@ -4,7 +4,7 @@ Scoring a prediction with the nine functions of `keras_emlnet.metrics` one by on
 work: the saliency map is converted (and resized, when its size differs from the ground
 truth's) nine times, the fixation map is searched five times, and the same sums, minima and
 maxima are taken again by every metric. `score_all` does each of those once
-(`metric_inputs.CheckedMap`), scores KLD, CC and SIM in one pass over the two maps, lets NSS
+(`_checks.CheckedMap`), scores KLD, CC and SIM in one pass over the two maps, lets NSS
 reuse CC's sum of squares, and runs the metrics in two threads (NumPy's loops, the sort, the
 random draws and POT's solver release the GIL). Every score is exactly the value its own
 function returns for the same arguments.
@@ -18,10 +18,8 @@ import os
 
 import numpy as np
 
-from keras_emlnet import metrics
-from keras_emlnet.metrics import auc
-from keras_emlnet.metrics import density as density_metrics
 from keras_emlnet.metrics import _checks as inputs
+from keras_emlnet.metrics import auc, density, earth_mover, fixation
 
 METRIC_NAMES = ("auc_judd", "auc_borji", "auc_shuffled", "nss", "cc", "kld", "sim", "emd", "info_gain")
 # The metrics that need an optional input, and its argument name.
@@ -29,7 +27,7 @@ _NEEDS = {"auc_shuffled": "other_map", "info_gain": "baseline_map"}
 # Metrics scored by whichever thread is free first (see `_Scoring`); the fixed shares are
 # about equal on 480x640 maps, and these two even out what the machine's load unbalances.
 _FLOATING = ("auc_shuffled", "info_gain")
-_PAIR_METRICS = ("kld", "cc", "sim")  # `metrics.pair_metrics_of`
+_PAIR_METRICS = ("kld", "cc", "sim")  # `density.pair_metrics_of`
 # Below this many ground-truth pixels a second thread costs more than it saves (measured:
 # 96x128 maps take as long on two threads as on one; 480x640 maps 1.5x less).
 MIN_PIXELS_FOR_THREADS = 65_536
@@ -111,12 +109,12 @@ def score_all(
     shape = inputs.checked_array(fixation_map, "fixation_map").shape
     if threads is None:
         threads = 2 if math.prod(shape) >= MIN_PIXELS_FOR_THREADS and (os.cpu_count() or 1) > 1 else 1
-    density = inputs.CheckedMap(density_map, "density_map")
-    _require_shape(density.array, shape, "density_map")
+    checked_density = inputs.CheckedMap(density_map, "density_map")
+    _require_shape(checked_density.array, shape, "density_map")
     if "auc_shuffled" in names:
         _require_shape(inputs.checked_array(other_map, "other_map"), shape, "other_map")
     sampling = {"n_splits": n_splits, "step_size": step_size, "seed": seed}
-    scoring = _Scoring(names, inputs.float_map(saliency_map, "saliency_map"), density, other_map,
+    scoring = _Scoring(names, inputs.float_map(saliency_map, "saliency_map"), checked_density, other_map,
                        baseline_map, jitter, sampling)
     future = _worker().submit(scoring.second_share) if threads == 2 else None
     scores = scoring.first_share(fixation_map, shape)
@@ -172,14 +170,14 @@ class _Scoring:
     def second_share(self):
         scores = {}
         if "emd" in self.names:
-            scores["emd"] = metrics.emd(self.original, self.density.array)
+            scores["emd"] = earth_mover.emd(self.original, self.density.array)
         saliency, fixated = self.ready.result()
         # one pass over both maps for KLD, CC and SIM; NSS reuses CC's sum of squares
         pair_names = [name for name in self.names if name in _PAIR_METRICS]
-        pair_scores, squares = density_metrics.pair_metrics_of(saliency, self.density, pair_names)
+        pair_scores, squares = density.pair_metrics_of(saliency, self.density, pair_names)
         scores.update(pair_scores)
         if "nss" in self.names:
-            scores["nss"] = metrics.nss_of(saliency, fixated, squares)
+            scores["nss"] = fixation.nss_of(saliency, fixated, squares)
         return self._score_floating(scores)
 
     def _score_floating(self, scores):
@@ -196,7 +194,7 @@ class _Scoring:
             others = inputs.fixation_points(self.other_map, "other_map")[1]
             return auc.auc_shuffled_of(saliency, fixated, others, **self.sampling)
         baseline = inputs.CheckedMap(self.baseline_map, "baseline_map", saliency.array.shape)
-        return metrics.info_gain_of(saliency, baseline, fixated)
+        return fixation.info_gain_of(saliency, baseline, fixated)
 
 
 def _require_shape(array, shape, name):

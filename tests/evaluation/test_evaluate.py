@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_emlnet.evaluation import evaluate as evaluation
+from keras_emlnet.evaluation.columns import METRIC_KEYS
 from keras_emlnet.evaluation.evaluate import EvalConfig, choose_other_indices, other_fixation_map
 
 
@@ -102,7 +103,7 @@ def test_evaluate_equals_metrics_called_directly(model, mit1003, tmp_path):
                                   make_progress=lambda total: seen.append(total) or seen.append)
     assert seen[0] == len(samples) and sum(seen[1:]) == len(samples)
     assert results.rows == ["tiny", "center bias", "random"]
-    actual = np.array([[r[k] for k in evaluation.METRIC_KEYS] for r in results.per_image])
+    actual = np.array([[r[k] for k in METRIC_KEYS] for r in results.per_image])
     np.testing.assert_allclose(actual, _reference_rows(model, samples, 11, 3, folder), rtol=1e-6, atol=1e-9)
     center = [r for r in results.summary if r["row"] == "center bias"][0]
     assert center["info_gain"] == 0.0  # IG's baseline is the center bias itself

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from keras_emlnet.evaluation import tables
-from keras_emlnet.evaluation.evaluate import METRIC_COLUMNS, METRIC_KEYS
+from keras_emlnet.evaluation.columns import METRIC_COLUMNS, METRIC_KEYS
 
 HEADERS = ["AUC-Judd", "SIM", "EMD", "AUC-Borji", "sAUC", "CC", "NSS", "KLD", "IG"]
 

@@ -9,7 +9,7 @@ import scipy.ndimage
 
 from keras_emlnet import metrics
 from keras_emlnet.metrics import auc
-from keras_emlnet.metrics import auc_thresholds as threshold_counts
+from keras_emlnet.metrics import auc_thresholds
 from tests.metrics import matlab_reference as ref
 
 SHAPE = (24, 32)
@@ -125,10 +125,10 @@ def test_judd_jitter_drawn_in_chunks_is_one_draw():
 def test_judd_jitter_keys_are_monotone_and_fit_32_bits():
     # values near the top of the range with the largest jitter: the keys' range bound must hold
     flat = np.concatenate([np.linspace(-3.0, 5.0, 2 * auc._JITTER_CHUNK), np.full(999, 5.0)])
-    key_range = threshold_counts.key_range(flat.min(), flat.max() + 2.0 / metrics.JUDD_JITTER_DIVISOR)
+    key_range = auc_thresholds.key_range(flat.min(), flat.max() + 2.0 / metrics.JUDD_JITTER_DIVISOR)
     values, low, high, (keys, used_range) = auc._jittered(flat, np.random.default_rng(1), key_range)
     assert used_range == key_range and (low, high) == (values.min(), values.max())
-    np.testing.assert_array_equal(keys, threshold_counts.keys_of(values, key_range))
+    np.testing.assert_array_equal(keys, auc_thresholds.keys_of(values, key_range))
     as_float = (values - key_range.low) * key_range.scale
     assert as_float.max() < 2.0**32 and as_float.min() >= 0
     order = np.argsort(values, kind="stable")

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from keras_emlnet.metrics import auc_sampling as sampled_auc
+from keras_emlnet.metrics import auc_sampling
 from keras_emlnet.metrics.auc_sampling import (
     expected_auc,
     matlab_colon_from_zero,
@@ -140,13 +140,13 @@ def test_row_counts_equal_counting_each_row(step):
     rows = np.round(rng.random((30, 50)) * 40) / 40
     thresholds = matlab_colon_from_zero(rows.max(axis=1) * rng.random(30), step)  # rows of unequal length
     expected = [[np.count_nonzero(row >= t) for t in levels] for row, levels in zip(rows, thresholds)]
-    np.testing.assert_array_equal(sampled_auc._row_counts_at_least(rows, thresholds), expected)
+    np.testing.assert_array_equal(auc_sampling._row_counts_at_least(rows, thresholds), expected)
 
 
 def _atoms_reference(pool, step):
     """The atoms by a plain loop over grid points: np.unique inside each window, one atom per gap."""
     top = max(1.0, float(pool[-1])) + step
-    slack = sampled_auc._GRID_SLACK_ULPS * np.finfo(np.float64).eps * top
+    slack = auc_sampling._GRID_SLACK_ULPS * np.finfo(np.float64).eps * top
     grid = np.arange(int(np.floor(top / step)) + 2) * step
     values, counts = [], []
     for k, point in enumerate(grid):
@@ -173,7 +173,7 @@ def _atoms_reference(pool, step):
 )
 def test_atoms_match_a_loop_over_grid_points(pool):
     pool = np.sort(pool)
-    values, counts = sampled_auc._atoms(pool, STEP)
+    values, counts = auc_sampling._atoms(pool, STEP)
     ref_values, ref_counts = _atoms_reference(pool, STEP)
     np.testing.assert_array_equal(values, ref_values)
     np.testing.assert_array_equal(counts, ref_counts)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from keras_emlnet.metrics import earth_mover as transport
+from keras_emlnet.metrics import earth_mover
 from keras_emlnet.metrics.earth_mover import grid_distances, grid_emd
 
 
@@ -94,6 +94,6 @@ def test_direct_solver_call_equals_pot_emd2(monkeypatch):
         first, second = rng.random(shape), rng.random(shape)
         first, second = first / first.sum(), second / second.sum()
         direct = grid_emd(first, second)
-        monkeypatch.setattr(transport, "_compiled_solver", lambda: None)  # the ot.emd2 route
+        monkeypatch.setattr(earth_mover, "_compiled_solver", lambda: None)  # the ot.emd2 route
         assert grid_emd(first, second) == direct
         monkeypatch.undo()

@@ -63,7 +63,7 @@ def test_intersection_sum_is_sim_rescaled(pair, offsets):
 
 
 def test_pair_pass_gives_each_term_exactly_its_own_pass(pair):
-    # KLD, CC and SIM share one pass in metric_suite: the same chunks and operations, the same sums
+    # KLD, CC and SIM share one pass in suite.score_all: the same chunks and operations, the same sums
     s, d = pair
     s = np.abs(s) + 0.1
     terms = [br.KLSum(1.7, 0.3 * 2.0**-52, 2.0**-52), br.CenteredProducts(0.2, 0.5), br.IntersectionSum(0.1, 0.0, 2.5)]

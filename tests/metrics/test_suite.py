@@ -1,4 +1,4 @@
-"""metric_suite.score_all: every value equal to its own function's, in one thread and in two."""
+"""keras_emlnet.metrics.suite.score_all: every value equal to its own function's, in one thread and in two."""
 
 import threading
 
@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage
 
 from keras_emlnet import metrics
-from keras_emlnet.metrics import suite as metric_suite
+from keras_emlnet.metrics import suite
 
 # 240x320 is above MIN_PIXELS_FOR_THREADS: the default uses the worker thread and the 32-bit keys
 TRUTH = (240, 320)
@@ -73,7 +73,7 @@ def test_score_all_equals_the_nine_functions(case):
     maps = _cases()[case]
     expected = _one_by_one(*maps, seed=7)
     for threads in (None, 1, 2):
-        _assert_same(metric_suite.score_all(*maps, seed=7, threads=threads), expected)
+        _assert_same(suite.score_all(*maps, seed=7, threads=threads), expected)
 
 
 @pytest.mark.parametrize("options", [
@@ -85,7 +85,7 @@ def test_score_all_passes_the_sampling_options_on(options):
     maps = _maps(seed=3)
     sampling = {key: value for key, value in options.items() if key != "jitter"}
     expected = _one_by_one(*maps, seed=5, jitter=options.get("jitter", True), **sampling)
-    _assert_same(metric_suite.score_all(*maps, seed=5, threads=2, **options), expected)
+    _assert_same(suite.score_all(*maps, seed=5, threads=2, **options), expected)
 
 
 def test_a_generator_seed_is_drawn_by_judd_borji_then_shuffled_auc():
@@ -97,35 +97,35 @@ def test_a_generator_seed_is_drawn_by_judd_borji_then_shuffled_auc():
         "auc_shuffled": metrics.auc_shuffled(saliency, fixation_map, other, seed=rng),
     }
     for threads in (1, 2):
-        got = metric_suite.score_all(saliency, fixation_map, density, other, baseline,
+        got = suite.score_all(saliency, fixation_map, density, other, baseline,
                                      seed=np.random.default_rng(11), threads=threads)
         _assert_same({name: got[name] for name in expected}, expected)
 
 
 def test_names_choose_and_order_follows_metric_names():
     saliency, fixation_map, density, other, baseline = _maps(seed=5)
-    got = metric_suite.score_all(saliency, fixation_map, density, names=["emd", "nss", "auc_judd"])
+    got = suite.score_all(saliency, fixation_map, density, names=["emd", "nss", "auc_judd"])
     assert list(got) == ["emd", "nss", "auc_judd"]
     assert got["nss"] == metrics.nss(saliency, fixation_map)
     assert got["emd"] == metrics.emd(saliency, density)
     # without the optional maps, the metrics that need them are left out
-    assert list(metric_suite.score_all(saliency, fixation_map, density)) == [
-        name for name in metric_suite.METRIC_NAMES if name not in ("auc_shuffled", "info_gain")
+    assert list(suite.score_all(saliency, fixation_map, density)) == [
+        name for name in suite.METRIC_NAMES if name not in ("auc_shuffled", "info_gain")
     ]
     # NSS without CC computes its own sum of squares: the same value
-    assert metric_suite.score_all(saliency, fixation_map, density, names=["nss"])["nss"] == got["nss"]
+    assert suite.score_all(saliency, fixation_map, density, names=["nss"])["nss"] == got["nss"]
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda m: metric_suite.score_all(m[0], m[1], m[2], names=["auc_shuffled"]), "auc_shuffled needs other_map"),
-    (lambda m: metric_suite.score_all(m[0], m[1], m[2], names=["info_gain"]), "info_gain needs baseline_map"),
-    (lambda m: metric_suite.score_all(*m, names=["auc"]), "unknown metric names"),
-    (lambda m: metric_suite.score_all(*m, threads=3), "threads must be"),
-    (lambda m: metric_suite.score_all(*m, n_splits=0), "n_splits"),
-    (lambda m: metric_suite.score_all(m[0], m[1], m[2][:-1], m[3], m[4]), "density_map shape"),
-    (lambda m: metric_suite.score_all(m[0], m[1], m[2], m[3][:, :-1], m[4]), "other_map shape"),
-    (lambda m: metric_suite.score_all(m[0], -m[1], m[2], m[3], m[4]), "fixation_map must be a non-negative"),
-    (lambda m: metric_suite.score_all(m[0][None], m[1], m[2], m[3], m[4]), "saliency_map must be a 2-D"),
+    (lambda m: suite.score_all(m[0], m[1], m[2], names=["auc_shuffled"]), "auc_shuffled needs other_map"),
+    (lambda m: suite.score_all(m[0], m[1], m[2], names=["info_gain"]), "info_gain needs baseline_map"),
+    (lambda m: suite.score_all(*m, names=["auc"]), "unknown metric names"),
+    (lambda m: suite.score_all(*m, threads=3), "threads must be"),
+    (lambda m: suite.score_all(*m, n_splits=0), "n_splits"),
+    (lambda m: suite.score_all(m[0], m[1], m[2][:-1], m[3], m[4]), "density_map shape"),
+    (lambda m: suite.score_all(m[0], m[1], m[2], m[3][:, :-1], m[4]), "other_map shape"),
+    (lambda m: suite.score_all(m[0], -m[1], m[2], m[3], m[4]), "fixation_map must be a non-negative"),
+    (lambda m: suite.score_all(m[0][None], m[1], m[2], m[3], m[4]), "saliency_map must be a 2-D"),
 ])
 def test_bad_arguments_raise_a_named_error(call, message):
     with pytest.raises(ValueError, match=message):
@@ -139,15 +139,15 @@ def test_a_nan_in_any_map_raises_naming_it(name, threads):
     maps[name] = maps[name].copy()
     maps[name][17, 33] = np.nan
     with pytest.raises(ValueError, match=f"{name} contains NaN"):
-        metric_suite.score_all(**maps, threads=threads)
+        suite.score_all(**maps, threads=threads)
 
 
 def test_the_worker_is_released_after_a_failure_in_the_calling_thread():
     # the worker waits for the calling thread's shared maps: an error there must not leave it blocked
     saliency, fixation_map, density, other, baseline = _maps(seed=9)
     with pytest.raises(ValueError, match="fixation_map must be a non-negative"):
-        metric_suite.score_all(saliency, -fixation_map, density, other, baseline, threads=2)
-    got = metric_suite.score_all(saliency, fixation_map, density, other, baseline, threads=2, seed=1)
+        suite.score_all(saliency, -fixation_map, density, other, baseline, threads=2)
+    got = suite.score_all(saliency, fixation_map, density, other, baseline, threads=2, seed=1)
     _assert_same(got, _one_by_one(saliency, fixation_map, density, other, baseline, seed=1))
 
 
@@ -158,7 +158,7 @@ def test_concurrent_callers_get_their_own_scores():
     results = [None] * len(cases)
 
     def score(index):
-        results[index] = metric_suite.score_all(*cases[index], seed=2, threads=2)
+        results[index] = suite.score_all(*cases[index], seed=2, threads=2)
 
     callers = [threading.Thread(target=score, args=(index,)) for index in range(len(cases))]
     for caller in callers:
@@ -170,7 +170,7 @@ def test_concurrent_callers_get_their_own_scores():
 
 
 def _score_in_child(maps):
-    return metric_suite.score_all(*maps, seed=3, threads=2)
+    return suite.score_all(*maps, seed=3, threads=2)
 
 
 def test_a_forked_process_gets_its_own_worker():
@@ -178,7 +178,7 @@ def test_a_forked_process_gets_its_own_worker():
     import multiprocessing
 
     maps = _maps(seed=12)
-    expected = metric_suite.score_all(*maps, seed=3, threads=2)  # the parent's worker exists now
+    expected = suite.score_all(*maps, seed=3, threads=2)  # the parent's worker exists now
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_score_in_child, (maps,)).get(timeout=60)
     _assert_same(got, expected)
