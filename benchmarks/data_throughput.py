@@ -72,6 +72,7 @@ def measure_training(backbone, input_size, batch_size, steps, mixed_precision):
     import keras_emlnet
     from keras_emlnet.training import runtime
     from keras_emlnet.training import fit as training
+    from keras_emlnet.training.config import TrainConfig
     from keras_emlnet.losses import EMLLoss
 
     with runtime.policy_scope(mixed_precision):
@@ -81,7 +82,7 @@ def measure_training(backbone, input_size, batch_size, steps, mixed_precision):
             encoder = tiny_encoder(input_size=input_size)
         else:
             encoder = keras_emlnet.build_encoder(backbone, weights=None, input_size=input_size)
-        config = training.TrainConfig(batch_size=batch_size, input_size=input_size, mixed_precision=mixed_precision)
+        config = TrainConfig(batch_size=batch_size, input_size=input_size, mixed_precision=mixed_precision)
         encoder.compile(optimizer=training.make_optimizer(config), loss=EMLLoss(), jit_compile=False)
         rng = np.random.default_rng(0)
         images = rng.uniform(0, 255, (batch_size,) + input_size + (3,)).astype(np.float32)

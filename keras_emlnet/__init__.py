@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 # public name -> module (relative to this package) that defines it, or is it
 _LAZY = {
     "build_encoder": "models.encoder",
+    "SaliencyEncoder": "models.encoder",
     "BACKBONES": "models.backbones",
     "get_backbone": "models.backbones",
     "build_feature_extractor": "models.extractor",

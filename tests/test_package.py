@@ -42,3 +42,13 @@ def test_packages_import():
 
     assert keras_emlnet.__version__
     assert train.__name__ == "train" and serving.__name__ == "serving"
+
+
+def test_public_model_api_is_the_library_s_own():
+    import keras_emlnet
+    from keras_emlnet.models import encoder, saving
+
+    assert keras_emlnet.load_model is saving.load_model
+    assert keras_emlnet.SaliencyEncoder is encoder.SaliencyEncoder
+    assert keras_emlnet.build_encoder is encoder.build_encoder
+    assert {"load_model", "SaliencyEncoder", "build_encoder"} <= set(keras_emlnet.__all__)

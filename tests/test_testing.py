@@ -18,6 +18,11 @@ def test_names_taps_and_strides():
     assert tiny_encoder("tiny_b", input_size=(64, 96)).output.shape == (None, 64, 96, 1)
 
 
+def test_carries_the_encoder_metadata():
+    encoder = tiny_encoder("tiny_b", input_size=(64, 96))
+    assert (encoder.backbone, encoder.tap_prefix, encoder.input_size) == ("tiny_b", "tiny_b", (64, 96))
+
+
 def test_deterministic_in_the_seed(rng):
     images = rng.uniform(0, 255, size=(2, 32, 48, 3)).astype(np.float32)
     first = tiny_encoder(seed=0)(images).numpy()

@@ -58,14 +58,9 @@ def train_decoder(config, data_dir, encoder_paths, workdir, callbacks):
 
 def load_emlnet(path):
     """Loads the trained `emlnet.keras` (once: evaluation and export share it)."""
-    import importlib
+    from keras_emlnet.models.saving import load_model
 
-    import keras
-
-    # Every module whose layers an EMLNet holds must be imported (registered) before loading.
-    for module in ("keras_emlnet.models.emlnet", "keras_emlnet.models.extractor", "keras_emlnet.models.encoder"):
-        importlib.import_module(module)
-    return keras.saving.load_model(path, compile=False)
+    return load_model(path)
 
 
 def evaluate_model(config, model_path, data_dir, eval_dir):

@@ -14,7 +14,7 @@ from absl import app, flags, logging
 
 from keras_emlnet.training import encoder_stage as encoder_training
 from keras_emlnet.models.backbones import BACKBONES, get_backbone
-from keras_emlnet.training.fit import ConfigMismatchError
+from keras_emlnet.training.config import ConfigMismatchError
 from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 

@@ -5,10 +5,10 @@ output mode, a batched function from model-frame images to model-frame maps
 (run on every replica of a tf.distribute strategy), and the step that takes
 one map back to its image's original size (`postprocess.tf_to_original_size`).
 
-- `.keras`: `keras.saving.load_model`. An `EMLNet` carries `input_size`,
+- `.keras`: `keras_emlnet.load_model`. An `EMLNet` carries `input_size`,
   `resize_mode` and `output_mode`; any other single-output saliency model
-  (a trained encoder, say) is used at its static input size with "resize"
-  geometry and "raw" output. `precision` bfloat16/float16 sets a mixed dtype
+  (a trained `SaliencyEncoder`, say) is used at its static input size with
+  "resize" geometry and "raw" output. `precision` bfloat16/float16 sets a mixed dtype
   policy on every layer after loading (variables stay float32), the same
   policy training uses.
 - SavedModel (a folder with saved_model.pb, as `serving.export` writes): its
@@ -32,7 +32,8 @@ _MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # and the uint8 signature older exports are read through.
 SAVED_MODEL_FUNCTION = "predict_model_size"
 SAVED_MODEL_SIGNATURE = "predict_images"
-# Modules whose import registers the custom Keras classes a saved model may hold.
+
+
 @dataclasses.dataclass
 class SaliencyPredictor:
     """A loaded saliency model.
@@ -141,12 +142,10 @@ def _keras_predictor(source, model, precision):
     import tensorflow as tf
 
     output_shape = model.output_shape if hasattr(model, "output_shape") else None
-    input_size = getattr(model, "input_size", None)
-    if input_size is None:
-        input_shape = model.input_shape
-        if input_shape[1] is None or input_shape[2] is None:
-            raise ValueError(f"{source}: model input shape {input_shape} is not static")
-        input_size = input_shape[1:3]
+    # An EMLNet or a SaliencyEncoder carries its input size (None where dynamic).
+    input_size = getattr(model, "input_size", None) or model.input_shape[1:3]
+    if None in tuple(input_size):
+        raise ValueError(f"{source}: model input shape {model.input_shape} is not static")
     if output_shape is not None and isinstance(output_shape, tuple) and output_shape[-1] not in (1, None):
         raise ValueError(f"{source}: expected one map per image, output shape is {output_shape}")
     resize_mode = getattr(model, "resize_mode", "resize")

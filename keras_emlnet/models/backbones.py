@@ -22,6 +22,7 @@ Weights on an offline machine:
 """
 
 import dataclasses
+import functools
 import os
 from typing import Callable, Mapping, Optional
 
@@ -92,16 +93,9 @@ class BackboneSpec:
         raise KeyError(f"backbone {self.name!r} has no tap {name!r}; taps: {[t.name for t in self.taps]}")
 
 
-def _nasnet(input_shape, weights):
-    return keras.applications.NASNetLarge(
-        include_top=False, weights=weights, input_shape=tuple(input_shape), pooling=None
-    )
-
-
-def _resnet50(input_shape, weights):
-    return keras.applications.ResNet50(
-        include_top=False, weights=weights, input_shape=tuple(input_shape), pooling=None
-    )
+def _keras_application(application, input_shape, weights):
+    """`application` (a keras.applications model) without classifier; a constructor once partially applied."""
+    return application(include_top=False, weights=weights, input_shape=tuple(input_shape), pooling=None)
 
 
 def places365_weights_path():
@@ -130,7 +124,7 @@ def _densenet161(input_shape, weights):
 BACKBONES = {
     "nasnet": BackboneSpec(
         name="nasnet",
-        constructor=_nasnet,
+        constructor=functools.partial(_keras_application, keras.applications.NASNetLarge),
         preprocessing="tf",
         taps=(
             TapSpec("reduce6", "reduction_concat_reduce_6", 1344, 16),
@@ -163,7 +157,7 @@ BACKBONES = {
     ),
     "resnet50": BackboneSpec(
         name="resnet50",
-        constructor=_resnet50,
+        constructor=functools.partial(_keras_application, keras.applications.ResNet50),
         preprocessing="caffe",
         taps=(
             TapSpec("stage2", "conv2_block3_out", 256, 4),

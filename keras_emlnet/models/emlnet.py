@@ -18,22 +18,21 @@ flag: a functional model forwards the caller's flag to every inner layer.
 
 Saved as `.keras`: `get_config` serialises the extractor and decoder (their
 full functional configs) and the post-processing arguments, so
-`keras.saving.load_model(path)` rebuilds an EMLNet with its attributes and
-`predict_map`, without custom_objects.
+`keras_emlnet.load_model(path)` rebuilds an EMLNet with its attributes and
+`predict_map`, without custom_objects. Importing this module registers every
+class a saved EMLNet holds (through the extractor module it builds with:
+`StopGradient`, and the encoder layers the extractor wraps), so even a bare
+`keras.saving.load_model` works after it.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_emlnet.models import postprocess
 from keras_emlnet.models import geometry
-
-# The layers inside a saved EMLNet must be registered before `load_model`
-# rebuilds it; importing this module alone must be enough.
-from keras_emlnet.models import extractor as _extractor  # noqa: F401  (StopGradient)
-from keras_emlnet.models import preprocessing as _preprocessing  # noqa: F401
-from keras_emlnet.models import resizing as _resizing  # noqa: F401
+from keras_emlnet.models import postprocess
+from keras_emlnet.models.decoder import build_decoder
+from keras_emlnet.models.extractor import build_feature_extractor, tap_shapes
 
 
 @keras.saving.register_keras_serializable(package="keras_emlnet")
@@ -176,9 +175,6 @@ def build_emlnet(encoders, *, resize_mode="resize", output_mode="minmax", blur_s
             encoders' own policies; e.g. "mixed_bfloat16" for loaded float32
             encoders in a mixed-precision run).
     """
-    from keras_emlnet.models.decoder import build_decoder
-    from keras_emlnet.models.extractor import build_feature_extractor, tap_shapes
-
     extractor = build_feature_extractor(encoders, name=f"{name}_extractor", dtype_policy=dtype_policy)
     decoder = build_decoder(
         tap_shapes(extractor), extractor.input_shape[1:3], name=f"{name}_decoder", seed=seed

@@ -8,6 +8,10 @@ encoder prefix (`<prefix>_<layer>`), so two encoders never clash on layer
 names when the feature extractor joins them, and every tap is an Identity
 layer named `tap_layer_name(prefix, tap)` placed on the path itself (a
 dangling marker would not be part of the model).
+
+The encoder is a `SaliencyEncoder`: a functional model that also carries its
+metadata (backbone name, tap prefix, input size), which survive `.keras`
+save/load, so the training stages read them from the loaded model.
 """
 
 import os
@@ -18,7 +22,73 @@ import keras
 from keras_emlnet.models.backbones import get_backbone, load_backbone_weights
 from keras_emlnet.models.preprocessing import BackbonePreprocessing
 from keras_emlnet.models.resizing import BilinearResizeLike
-from keras_emlnet.models.taps import tap_layer_name
+from keras_emlnet.models.taps import find_tap_prefix, tap_layer_name
+
+
+@keras.saving.register_keras_serializable(package="keras_emlnet")
+class SaliencyEncoder(keras.Model):
+    """A saliency encoder: a functional model that knows what it was built from.
+
+    `build_encoder` makes one. Like a keras-hub `Backbone`, it is a functional
+    subclass, but its config stores the functional graph itself (the copied
+    backbone layers, as a plain functional model would) rather than the
+    arguments of `build_encoder`: a `.keras` file then rebuilds the same
+    graph for any `BackboneSpec`, registered or not, and without downloading
+    or converting pretrained weights. The metadata are extra config entries.
+
+    Args:
+        inputs: the image input (B, H, W, 3), RGB 0-255.
+        outputs: the saliency map (B, H, W, 1).
+        name: the model name (`<tap_prefix>_encoder` from `build_encoder`).
+        backbone: name of the `BackboneSpec` the encoder was built on.
+        tap_prefix: the prefix of its layer names and tap layers
+            (`tap_layer_name(tap_prefix, tap)`); checked against the graph.
+        **kwargs: base model arguments (trainable, ...).
+
+    Raises:
+        ValueError: the graph's tap layers do not share the prefix `tap_prefix`.
+    """
+
+    def __init__(self, inputs, outputs, name=None, *, backbone, tap_prefix, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        found = find_tap_prefix(self)
+        if found != tap_prefix:
+            raise ValueError(f"encoder {self.name!r} has tap prefix {found!r}, not the tap_prefix {tap_prefix!r}")
+        self._backbone_name = str(backbone)
+        self._tap_prefix = str(tap_prefix)
+
+    @property
+    def backbone(self):
+        """Name of the backbone the encoder was built on (e.g. "nasnet")."""
+        return self._backbone_name
+
+    @property
+    def tap_prefix(self):
+        """The prefix of the encoder's tap layers, `<tap_prefix>_tap_<tap>`."""
+        return self._tap_prefix
+
+    @property
+    def input_size(self):
+        """(H, W) of the images the encoder takes (None where dynamic)."""
+        return tuple(self.input_shape[1:3])
+
+    def get_config(self):
+        config = super().get_config()  # the functional graph: layers, inputs, outputs
+        config.update({"backbone": self.backbone, "tap_prefix": self.tap_prefix, "input_size": list(self.input_size)})
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        # Derived from the graph's input; stored for readers of the config.
+        input_size = config.pop("input_size", None)
+        encoder = super().from_config(config, custom_objects=custom_objects)
+        if input_size is not None and tuple(input_size) != encoder.input_size:
+            raise ValueError(
+                f"encoder {encoder.name!r}: config input_size {tuple(input_size)} differs from its "
+                f"input's {encoder.input_size}"
+            )
+        return encoder
 
 
 def build_encoder(backbone, *, weights=None, input_size=(480, 640), prefix=None, seed=None, input_shape=None):
@@ -33,7 +103,7 @@ def build_encoder(backbone, *, weights=None, input_size=(480, 640), prefix=None,
             of a weights file for the bare backbone (a `.weights.h5` saved from
             the spec's constructor or written by `convert_places365`, or a
             keras.applications `.h5` file such as `NASNet-large-no-top.h5`).
-            A trained encoder is reloaded with `keras.saving.load_model`.
+            A trained encoder is reloaded with `keras_emlnet.load_model`.
         input_size: (H, W) of the RGB 0-255 input (the model input size).
         prefix: layer-name prefix; defaults to the backbone's name. The model
             is named `<prefix>_encoder`.
@@ -41,7 +111,7 @@ def build_encoder(backbone, *, weights=None, input_size=(480, 640), prefix=None,
         input_shape: deprecated spelling of `input_size` as (H, W, 3).
 
     Returns:
-        A functional keras.Model (B, H, W, 3) → (B, H, W, 1) float32 ReLU map.
+        A `SaliencyEncoder` (B, H, W, 3) → (B, H, W, 1) float32 ReLU map.
 
     Raises:
         ValueError: bad input shape, unknown weights name, or a weights file
@@ -75,7 +145,7 @@ def build_encoder(backbone, *, weights=None, input_size=(480, 640), prefix=None,
     x = keras.layers.ReLU(name=f"{prefix}_head_relu")(x)
     # float32 output whatever the global policy: losses and metrics need it.
     outputs = BilinearResizeLike(name=f"{prefix}_head_upsample", dtype="float32")(x, inputs)
-    return keras.Model(inputs, outputs, name=f"{prefix}_encoder")
+    return SaliencyEncoder(inputs, outputs, name=f"{prefix}_encoder", backbone=spec.name, tap_prefix=prefix)
 
 
 def _check_input_shape(spec, input_shape):

@@ -25,6 +25,7 @@ Frozen means three things, each enforced here or by the caller:
 import keras
 
 from keras_emlnet.models import taps as taps_lib
+from keras_emlnet.models.encoder import SaliencyEncoder
 
 
 @keras.saving.register_keras_serializable(package="keras_emlnet")
@@ -45,16 +46,16 @@ class StopGradient(keras.layers.Layer):
 def encoder_prefix(encoder):
     """Returns the prefix shared by all tap layers of `encoder`.
 
+    A `SaliencyEncoder` carries it (`tap_prefix`); any other model (a plain
+    functional encoder, e.g. one saved before encoders carried their
+    metadata) is read from its tap layers' names.
+
     Raises:
-        ValueError: if the encoder has no taps or its taps mix prefixes.
+        ValueError: if a plain model has no taps or its taps mix prefixes.
     """
-    prefixes = {taps_lib.parse_tap_layer_name(name)[0] for name in taps_lib.find_tap_layers(encoder)}
-    if len(prefixes) != 1:
-        raise ValueError(
-            f"encoder {encoder.name!r} has tap layers with several prefixes {sorted(prefixes)}; "
-            "an encoder built by build_encoder has exactly one"
-        )
-    return prefixes.pop()
+    if isinstance(encoder, SaliencyEncoder):
+        return encoder.tap_prefix
+    return taps_lib.find_tap_prefix(encoder)
 
 
 def build_feature_extractor(encoders, *, name="feature_extractor", dtype_policy=None):
@@ -157,6 +158,6 @@ def _common_input_shape(encoders):
     if len(shape) != 3 or shape[-1] != 3 or any(dim is None for dim in shape):
         raise ValueError(
             f"encoders need a static RGB input shape (H, W, 3) to be combined, got {shapes}; "
-            "build them with build_encoder(..., input_shape=(H, W, 3))"
+            "build them with build_encoder(..., input_size=(H, W))"
         )
     return shape

@@ -41,3 +41,18 @@ def find_tap_layers(model):
             "build encoders with keras_emlnet.build_encoder"
         )
     return taps
+
+
+def find_tap_prefix(model):
+    """Returns the prefix shared by all tap layers of `model`.
+
+    Raises:
+        ValueError: if the model has no tap layer, or its taps mix prefixes.
+    """
+    prefixes = {parse_tap_layer_name(name)[0] for name in find_tap_layers(model)}
+    if len(prefixes) != 1:
+        raise ValueError(
+            f"model {model.name!r} has tap layers with several prefixes {sorted(prefixes)}; "
+            "an encoder built by build_encoder has exactly one"
+        )
+    return prefixes.pop()

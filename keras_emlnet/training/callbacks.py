@@ -1,7 +1,8 @@
-"""Callbacks and run-state files that make `training.fit` resumable.
+"""Callbacks and run-state files that make `keras_emlnet.training.fit.fit` resumable.
 
-Everything here writes atomically (`io_utils`), so a run killed at any moment
-leaves the previous complete state on disk, never a truncated file:
+Everything here writes atomically (`keras_emlnet.atomic_files`), so a run
+killed at any moment leaves the previous complete state on disk, never a
+truncated file:
 
 - `EpochBackup` + `restore_backup`: the training state (model weights,
   optimizer state incl. momentum buffers, learning rate and step counter)
@@ -31,7 +32,7 @@ import os
 
 import keras
 
-from keras_emlnet import atomic_files as io_utils
+from keras_emlnet import atomic_files
 
 _BACKUP_STATE = "state.json"
 _LOG = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class EpochBackup(keras.callbacks.Callback):
         os.makedirs(self.backup_dir, exist_ok=True)
         finished = epoch + 1
         weights_name = f"epoch-{finished:04d}.weights.h5"
-        with io_utils.atomic_path(os.path.join(self.backup_dir, weights_name)) as tmp:
+        with atomic_files.atomic_path(os.path.join(self.backup_dir, weights_name)) as tmp:
             # save_weights includes the optimizer's variables.
             self.model.save_weights(tmp)
         state = {
@@ -121,7 +122,7 @@ class EpochBackup(keras.callbacks.Callback):
             "step": self.step_counter.steps,
             "optimizer_iterations": int(self.model.optimizer.iterations.numpy()),
         }
-        io_utils.write_json_atomic(os.path.join(self.backup_dir, _BACKUP_STATE), state)
+        atomic_files.write_json_atomic(os.path.join(self.backup_dir, _BACKUP_STATE), state)
         # Only after the new state is in place may older backups go.
         for old in glob.glob(os.path.join(self.backup_dir, "epoch-*.weights.h5")):
             if os.path.basename(old) != weights_name:
@@ -160,16 +161,16 @@ class ModelSnapshots(keras.callbacks.Callback):
         return value < best if self.mode == "min" else value > best
 
     def on_epoch_end(self, epoch, logs=None):
-        with io_utils.atomic_path(self.last_path) as tmp:
+        with atomic_files.atomic_path(self.last_path) as tmp:
             self.model.save(tmp)
         value = (logs or {}).get(self.monitor)
         if value is None or not math.isfinite(float(value)):
             return
         value = float(value)
         if self._improves(value, self._best_so_far()):
-            with io_utils.atomic_path(self.best_path) as tmp:
+            with atomic_files.atomic_path(self.best_path) as tmp:
                 self.model.save(tmp)
-            io_utils.write_json_atomic(
+            atomic_files.write_json_atomic(
                 self._best_state_path, {"monitor": self.monitor, "value": value, "epoch": epoch}
             )
 

@@ -8,23 +8,21 @@ train.encoder` is a thin CLI over `train_encoder`.
 
 import os
 
+from keras_emlnet import atomic_files
 from keras_emlnet import data as data_lib
-from keras_emlnet import atomic_files as io_utils
-from keras_emlnet.metrics import keras as keras_metrics
-from keras_emlnet.training import fit as training
 from keras_emlnet.models.backbones import get_backbone
 from keras_emlnet.models.encoder import build_encoder
-from keras_emlnet.losses import EMLLoss
+from keras_emlnet.training.config import TrainConfig
+from keras_emlnet.training.fit import SALIENCY_METRICS, check_resumable, fit_saliency_model
 
 # The paper's encoder recipe: SGD momentum 0.9, weight decay 1e-4, batch 8,
 # 10 epochs, learning rate x0.1 after epoch 5, input 480x640. The initial
 # rate is the released code's 0.01, not the paper's 0.1 (WORKSPACE.md).
-ENCODER_RECIPE = training.TrainConfig(
+ENCODER_RECIPE = TrainConfig(
     epochs=10, batch_size=8, learning_rate=0.01, lr_decay_epochs=(5,), input_size=(480, 640)
 )
 ENCODER_FILE = "encoder.keras"
 BAD_SAMPLES_FILE = "bad_samples.json"
-EVAL_METRICS = (keras_metrics.NSS, keras_metrics.CC, keras_metrics.KLD, keras_metrics.SIM)
 
 
 def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None, skip_bad=False,
@@ -33,7 +31,8 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None,
 
     Trains on the train split (shuffled, augmented by the pipeline) and
     validates on the val split every epoch, with `EMLLoss` and the NSS, CC,
-    KLD and SIM metrics. Resumable: see `training.fit`.
+    KLD and SIM metrics (`fit_saliency_model`). Resumable: see
+    `keras_emlnet.training.fit`.
 
     Args:
         backbone: registry name ("nasnet", "densenet161", "resnet50") or a
@@ -50,7 +49,7 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None,
         verbose: Keras `fit` verbosity.
 
     Returns:
-        The `training.FitResult`; `final_model_path` is `<workdir>/encoder.keras`.
+        The `FitResult`; `final_model_path` is `<workdir>/encoder.keras`.
 
     Raises:
         ValueError: unknown backbone (the message lists the registry), bad
@@ -79,25 +78,14 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=None,
         "data_dir": os.path.abspath(data_dir),
         "skip_bad": bool(skip_bad),
         "loss": "EMLLoss",
-        "metrics": [metric.__name__ for metric in EVAL_METRICS],
+        "metrics": [metric.__name__ for metric in SALIENCY_METRICS],
     }
-    training.check_resumable(workdir, config, run_settings)  # before reading any data
+    check_resumable(workdir, config, run_settings)  # before reading any data
     report = data_lib.BadDataReport()
     train_data, val_data = data_lib.build_train_val(dataset, data_dir, config, skip_bad=skip_bad, report=report)
-    result = training.fit(
-        model_fn,
-        train_data,
-        val_data,
-        config,
-        workdir,
-        loss=EMLLoss(),
-        metrics=EVAL_METRICS,
-        run_settings=run_settings,
-        final_model_name=ENCODER_FILE,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    result = fit_saliency_model(model_fn, train_data, val_data, config, workdir, run_settings=run_settings,
+                                final_model_name=ENCODER_FILE, callbacks=callbacks, verbose=verbose)
     if report.count:
         # Next to the model: which files this run left out, and why.
-        io_utils.write_json_atomic(os.path.join(workdir, BAD_SAMPLES_FILE), report.problems)
+        atomic_files.write_json_atomic(os.path.join(workdir, BAD_SAMPLES_FILE), report.problems)
     return result

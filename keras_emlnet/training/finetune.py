@@ -11,17 +11,18 @@ Protocols (paper §4):
   category (the reader's). Evaluation maps predictions back to each image's
   original size (`train.evaluate` does, by the dataset's geometry).
 - Stage 1: every encoder is fine-tuned on its own from its trained weights
-  with the encoder recipe (`encoder_training.ENCODER_RECIPE`).
+  with the encoder recipe (`encoder_stage.ENCODER_RECIPE`).
 - Stage 2: the decoder, warm-started from the source model's decoder, is
   fine-tuned over the fine-tuned (frozen) encoders with the decoder recipe
-  (`decoder_training.DECODER_RECIPE`).
-Both stages run through `training.fit`, so each is resumable: rerunning the
-same command continues where it stopped (a finished stage is not retrained).
+  (`decoder_stage.DECODER_RECIPE`).
+Both stages run through `fit_saliency_model` (`keras_emlnet.training.fit`),
+so each is resumable: rerunning the same command continues where it stopped
+(a finished stage is not retrained).
 
 Workdir layout (a decoder-run layout, so the result can itself be `--from`):
 
     <workdir>/finetune.json                  source, dataset, protocol, stage configs
-    <workdir>/encoders/<prefix>/encoder.keras  one training.fit run per encoder
+    <workdir>/encoders/<prefix>/encoder.keras  one fit run per encoder (its tap prefix)
     <workdir>/config.json, backup/, checkpoints/, logs/, history.csv   the decoder run
     <workdir>/emlnet.keras                   the fine-tuned model (inference post-processing)
 """
@@ -30,17 +31,15 @@ import dataclasses
 import json
 import os
 
-import keras
-
+from keras_emlnet import atomic_files
 from keras_emlnet import data as data_lib
-from keras_emlnet.training import decoder_stage as decoder_training
-from keras_emlnet.training import encoder_stage as encoder_training
-from keras_emlnet import atomic_files as io_utils
-from keras_emlnet.models import saving
-from keras_emlnet.training import fit as training
 from keras_emlnet.data.pipeline import get_reader
+from keras_emlnet.inference.predictor import set_compute_precision
 from keras_emlnet.models.extractor import encoder_prefix
-from keras_emlnet.losses import EMLLoss
+from keras_emlnet.models.saving import load_model
+from keras_emlnet.training import decoder_stage
+from keras_emlnet.training import encoder_stage
+from keras_emlnet.training.fit import fit_saliency_model
 
 FINETUNE_DATASETS = ("mit1003", "cat2000")
 FINETUNE_RECORD = "finetune.json"
@@ -84,7 +83,7 @@ def read_source_run(workdir):
                                         ("train.input_size", train.get("input_size"))) if not value]
     if missing:
         raise ValueError(f"{path} is not a decoder run's config: no {', '.join(missing)}")
-    emlnet_path = os.path.join(workdir, record.get("final_model", decoder_training.EMLNET_FILE))
+    emlnet_path = os.path.join(workdir, record.get("final_model", decoder_stage.EMLNET_FILE))
     for file in [*run["encoders"], emlnet_path]:
         if not os.path.isfile(file):
             raise FileNotFoundError(f"{path} lists {file!r}, which does not exist")
@@ -124,7 +123,7 @@ def finetune(dataset, source_workdir, data_dir, workdir, *, encoder_config, deco
         verbose: Keras `fit` verbosity.
 
     Returns:
-        The decoder stage's `training.FitResult` (final_model_path:
+        The decoder stage's `FitResult` (final_model_path:
         `<workdir>/emlnet.keras`).
     """
     plan = protocol(dataset)
@@ -134,11 +133,8 @@ def finetune(dataset, source_workdir, data_dir, workdir, *, encoder_config, deco
             raise ValueError(f"the {name} stage's input_size {tuple(config.input_size)} differs from the "
                              f"source encoders' {source.input_size} (static shapes)")
     workdir = os.path.abspath(workdir)
-    # read from the archives: loading NASNet + DenseNet-161 here only for their names would
-    # cost ~30 s and keep ~0.5 GB of unused models alive through both stages
-    prefixes = [decoder_training.read_encoder_prefix(path)
-                or encoder_prefix(decoder_training.load_encoders([path])[0]) for path in source.encoder_paths]
-    io_utils.write_json_atomic(os.path.join(workdir, FINETUNE_RECORD), {
+    prefixes = [_encoder_prefix(path) for path in source.encoder_paths]
+    atomic_files.write_json_atomic(os.path.join(workdir, FINETUNE_RECORD), {
         "source": dataclasses.asdict(source), "protocol": plan, "data_dir": os.path.abspath(data_dir),
         "encoder_train": encoder_config.to_dict(), "decoder_train": decoder_config.to_dict(),
         "encoders": {p: os.path.join(workdir, ENCODERS_DIR, p) for p in prefixes},
@@ -166,23 +162,32 @@ class _DataFactory:
         return {"dataset": self.dataset, "data_dir": os.path.abspath(self.data_dir), "skip_bad": bool(self.skip_bad)}
 
 
+def _encoder_prefix(path):
+    """The tap prefix of a trained encoder file: it names the encoder's stage folder.
+
+    The model is loaded for it and dropped at once: its stage loads it again
+    inside fit's strategy scope, where its variables must be created (an
+    extra load per encoder, ~30 s for NASNet, rather than ~0.5 GB of models
+    kept alive through both stages).
+    """
+    return encoder_prefix(load_model(path))
+
+
 def finetune_encoder(encoder_path, data, config, workdir, *, callbacks=(), verbose=0):
-    """Stage 1 for one encoder: `training.fit` from its trained weights; saves encoder.keras."""
-    from keras_emlnet.inference.predictor import set_compute_precision
+    """Stage 1 for one encoder: `fit_saliency_model` from its trained weights; saves encoder.keras."""
 
     def model_fn():
         # Built in fit's scopes; a saved float32 encoder computes in the run's
         # mixed policy once its layers are switched (variables stay float32).
-        encoder = decoder_training.load_encoders([encoder_path])[0]
+        encoder = decoder_stage.load_encoders([encoder_path], input_size=config.input_size)[0]
         return set_compute_precision(encoder, config.mixed_precision or "float32")
 
     train_data, val_data = data(config)
-    return training.fit(
+    return fit_saliency_model(
         model_fn, train_data, val_data, config, workdir,
-        loss=EMLLoss(), metrics=encoder_training.EVAL_METRICS,
         run_settings={"stage": "finetune_encoder", "init_from": os.path.abspath(encoder_path),
                       **data.settings(), "loss": "EMLLoss"},
-        final_model_name=encoder_training.ENCODER_FILE, callbacks=callbacks, verbose=verbose,
+        final_model_name=encoder_stage.ENCODER_FILE, callbacks=callbacks, verbose=verbose,
     )
 
 
@@ -192,27 +197,21 @@ def finetune_decoder(encoder_paths, source, data, config, workdir, *, callbacks=
     Records `run.encoders` like a train.decoder run, so the result can be a
     later `--from`.
     """
-    from keras_emlnet.models.emlnet import build_emlnet
-
     resize_mode = get_reader(data.dataset).MODE
 
     def model_fn():
-        policy = keras.mixed_precision.global_policy().name
-        emlnet = build_emlnet(decoder_training.load_encoders(encoder_paths), resize_mode=resize_mode,
-                              seed=config.seed, dtype_policy=policy if policy != "float32" else None)
-        source_decoder = saving.load_model(source.emlnet_path).decoder
+        encoders = decoder_stage.load_encoders(encoder_paths, input_size=config.input_size)
+        emlnet = decoder_stage.build_stage_emlnet(encoders, resize_mode=resize_mode, seed=config.seed)
+        source_decoder = load_model(source.emlnet_path).decoder
         emlnet.decoder.set_weights(source_decoder.get_weights())  # warm start (a resume overwrites it)
         return emlnet.training_model()
 
     train_data, val_data = data(config)
-    result = training.fit(
+    return decoder_stage.fit_decoder(
         model_fn, train_data, val_data, config, workdir,
-        loss=EMLLoss(), metrics=decoder_training.EVAL_METRICS,
         run_settings={"stage": "finetune_decoder", "encoders": [os.path.abspath(p) for p in encoder_paths],
                       "init_from": source.emlnet_path, **data.settings(), "resize_mode": resize_mode,
                       "output_mode": source.output_mode, "blur_sigma": source.blur_sigma, "loss": "EMLLoss"},
-        final_model_name=decoder_training.EMLNET_FILE, callbacks=callbacks, verbose=verbose,
+        resize_mode=resize_mode, output_mode=source.output_mode, blur_sigma=source.blur_sigma,
+        callbacks=callbacks, verbose=verbose,
     )
-    decoder_training.save_inference_model(result.final_model_path, resize_mode=resize_mode,
-                                          output_mode=source.output_mode, blur_sigma=source.blur_sigma)
-    return result

@@ -120,7 +120,7 @@ def test_training_order_and_flips_are_seeded(generated_datasets):
 
 def test_train_val_pair_uses_the_run_config(generated_datasets):
     # the training stages' datasets: train shuffled and flipped with the run's seed, val plain
-    from keras_emlnet.training.fit import TrainConfig
+    from keras_emlnet.training.config import TrainConfig
 
     root = generated_datasets["salicon"]
     config = TrainConfig(input_size=SIZE, batch_size=3, seed=7)

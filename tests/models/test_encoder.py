@@ -1,12 +1,16 @@
 """build_encoder over the tiny spec: grafting, head formula, weights, errors, round trip."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
-from keras_emlnet import build_encoder
+from keras_emlnet import build_encoder, load_model
+from keras_emlnet.models.encoder import SaliencyEncoder
+from keras_emlnet.models.extractor import encoder_prefix
 from keras_emlnet.models.taps import find_tap_layers, tap_layer_name
-from keras_emlnet.testing import tiny_backbone_spec
+from keras_emlnet.testing import tiny_backbone_spec, tiny_encoder
 
 SHAPE = (32, 48, 3)
 
@@ -70,6 +74,63 @@ def test_keras_round_trip_keeps_outputs_and_taps(tmp_path, images):
     assert list(find_tap_layers(loaded)) == list(find_tap_layers(encoder))
     for got, want in zip(_encoder_features(loaded)(images), _encoder_features(encoder)(images)):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_encoder_carries_its_metadata():
+    encoder = build_encoder(tiny_backbone_spec("tiny"), input_size=SHAPE[:2], prefix="other")
+    assert isinstance(encoder, SaliencyEncoder) and isinstance(encoder, keras.Model)
+    assert (encoder.backbone, encoder.tap_prefix, encoder.input_size) == ("tiny", "other", (32, 48))
+    assert encoder_prefix(encoder) == "other"
+    config = encoder.get_config()
+    assert (config["backbone"], config["tap_prefix"], config["input_size"]) == ("tiny", "other", [32, 48])
+    dynamic = build_encoder(tiny_backbone_spec("tiny"), input_size=(None, None))
+    assert dynamic.input_size == (None, None)
+
+
+def test_config_round_trip_rebuilds_the_same_graph_and_metadata(images):
+    encoder = build_encoder(tiny_backbone_spec("tiny"), input_size=SHAPE[:2], seed=2)
+    config = encoder.get_config()
+    rebuilt = SaliencyEncoder.from_config(config)
+    assert isinstance(rebuilt, SaliencyEncoder)
+    assert rebuilt.get_config() == config
+    assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in encoder.layers]
+    rebuilt.set_weights(encoder.get_weights())  # from_config creates fresh variables
+    np.testing.assert_array_equal(rebuilt(images).numpy(), encoder(images).numpy())
+    # the same graph through Keras's generic (de)serialisation
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(encoder))
+    assert type(again) is SaliencyEncoder and again.get_config() == config
+
+
+def test_config_that_disagrees_with_its_graph_is_rejected():
+    config = build_encoder(tiny_backbone_spec("tiny"), input_size=SHAPE[:2]).get_config()
+    with pytest.raises(ValueError, match="input_size"):
+        SaliencyEncoder.from_config({**config, "input_size": [64, 96]})
+    with pytest.raises(ValueError, match="'other'"):
+        SaliencyEncoder.from_config({**config, "tap_prefix": "other"})
+
+
+def test_keras_file_keeps_metadata_and_weights(tmp_path, images):
+    encoder = tiny_encoder("tiny_d", input_size=(40, 56), seed=5)
+    path = tmp_path / "tiny_d.keras"
+    encoder.save(path)
+    loaded = load_model(path)
+    assert isinstance(loaded, SaliencyEncoder)
+    assert (loaded.backbone, loaded.tap_prefix, loaded.input_size) == ("tiny_d", "tiny_d", (40, 56))
+    # (the saved config is JSON: tuples come back as lists)
+    assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(encoder.get_config()))
+    for got, want in zip(loaded.weights, encoder.weights):
+        assert got.path == want.path
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    other = np.random.default_rng(1).uniform(0, 255, (2, 40, 56, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(other).numpy(), encoder(other).numpy())
+
+
+def test_plain_functional_encoder_prefix_is_read_from_its_taps():
+    # e.g. an encoder saved before encoders carried their metadata
+    encoder = build_encoder(tiny_backbone_spec("tiny"), input_size=SHAPE[:2], prefix="plain")
+    functional = keras.Model(encoder.input, encoder.output)
+    assert not isinstance(functional, SaliencyEncoder)
+    assert encoder_prefix(functional) == "plain"
 
 
 def test_weights_path_loads_into_the_backbone(tmp_path, images):

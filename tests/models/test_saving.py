@@ -4,6 +4,7 @@ Registration happens on import, so these tests save in this process and load
 in a subprocess that imports nothing but what the user would.
 """
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -76,6 +77,20 @@ def test_importing_the_emlnet_module_is_enough_for_keras_load_model(tmp_path, sa
     np.testing.assert_allclose(got, expected["emlnet"], rtol=1e-5, atol=1e-7)
 
 
+def test_encoder_metadata_is_read_in_a_fresh_process(tmp_path, saved_models):
+    folder, _, _ = saved_models
+    script = (
+        "import json, sys, keras_emlnet\n"
+        "encoder = keras_emlnet.load_model(sys.argv[1])\n"
+        "print(json.dumps([type(encoder).__name__, encoder.backbone, encoder.tap_prefix, encoder.input_size]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(folder / "encoder.keras")], capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["SaliencyEncoder", "tiny_a", "tiny_a", [32, 48]]
+
+
 def test_compiled_encoder_restores_its_loss_metrics_and_optimizer(saved_models):
     folder, _, _ = saved_models
     model = saving.load_model(folder / "encoder.keras", compile=True)
@@ -86,3 +101,10 @@ def test_compiled_encoder_restores_its_loss_metrics_and_optimizer(saved_models):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.keras"):
         saving.load_model(tmp_path / "nope.keras")
+
+
+def test_unloadable_file_is_named(tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="broken.keras"):
+        saving.load_model(broken)

@@ -13,7 +13,7 @@ import pytest
 from keras_emlnet.training import decoder_stage as decoder_training
 from keras_emlnet.models.emlnet import EMLNet, build_emlnet
 from keras_emlnet.testing import tiny_encoder
-from keras_emlnet.training.fit import ConfigMismatchError
+from keras_emlnet.training.config import ConfigMismatchError
 
 INPUT_SIZE = (32, 48)
 SMOKE = dataclasses.replace(
@@ -97,12 +97,19 @@ def test_bad_encoder_files_and_sizes_are_named(encoder_paths, generated_datasets
         decoder_training.train_decoder(encoder_paths[:1], "salicon", data, other_size, tmp_path / "c")
 
 
-def test_input_size_is_read_from_the_archive_without_loading(encoder_paths, tmp_path):
-    for path in encoder_paths:
-        assert decoder_training.read_encoder_input_size(path) == INPUT_SIZE
+def test_loaded_encoders_carry_their_prefix_and_input_size(encoder_paths, tmp_path):
+    encoders = decoder_training.load_encoders(encoder_paths, input_size=INPUT_SIZE)
+    assert [(encoder.tap_prefix, encoder.input_size) for encoder in encoders] == [
+        ("tiny_a", INPUT_SIZE), ("tiny_b", INPUT_SIZE), ("tiny_c", INPUT_SIZE)]
     other = str(tmp_path / "tiny_d.keras")
     tiny_encoder("tiny_d", (40, 56)).save(other)
-    assert decoder_training.read_encoder_input_size(other) == (40, 56)
+    assert decoder_training.load_encoders([other])[0].input_size == (40, 56)
+    with pytest.raises(ValueError, match=r"tiny_d\.keras': \(40, 56\)\}.*input_size \(32, 48\)"):
+        decoder_training.load_encoders([encoder_paths[0], other], input_size=INPUT_SIZE)
+    not_a_model = tmp_path / "broken.keras"
+    not_a_model.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="broken.keras"):
+        decoder_training.load_encoders([str(not_a_model)])
 
 
 # Runs train.decoder's main; KILL_AT_BATCH=n SIGKILLs the process after n
@@ -184,17 +191,3 @@ def test_module_entry_point_requires_the_encoders(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode != 0 and "--encoders" in done.stderr
-
-
-def test_prefix_is_read_from_the_archive_without_loading(encoder_paths, tmp_path):
-    from keras_emlnet.models.extractor import encoder_prefix
-
-    for path in encoder_paths:
-        loaded = decoder_training.load_encoders([path])[0]
-        assert decoder_training.read_encoder_prefix(path) == encoder_prefix(loaded)
-    assert decoder_training.read_encoder_prefix(encoder_paths[0]) != decoder_training.read_encoder_prefix(
-        encoder_paths[1])
-    not_a_model = tmp_path / "broken.keras"
-    not_a_model.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="broken.keras"):
-        decoder_training.read_encoder_prefix(str(not_a_model))

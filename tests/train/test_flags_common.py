@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from keras_emlnet.training.fit import TrainConfig
+from keras_emlnet.training.config import TrainConfig
 from train import flags_common
 
 RECIPE = TrainConfig(epochs=5, batch_size=32, learning_rate=0.1, lr_decay_epochs=(3,))
