@@ -127,7 +127,7 @@ def test_server_served_the_trained_model_and_was_stopped(demo_run):
 
 
 def test_server_is_stopped_when_scoring_fails(demo_run, tmp_path, monkeypatch):
-    import serving.client
+    from serving.client import client
 
     result, _ = demo_run
     seen = {}
@@ -135,7 +135,7 @@ def test_server_is_stopped_when_scoring_fails(demo_run, tmp_path, monkeypatch):
     def failing_client(config):
         raise ConnectionError("client failed on purpose")
 
-    monkeypatch.setattr(serving.client, "run_client", failing_client)
+    monkeypatch.setattr(client, "run_client", failing_client)
     config = _tiny_config(tmp_path / "unused")
     images = demo_stages.pick_test_images(result.paths["data"], 1)
     with pytest.raises(ConnectionError, match="on purpose"):
