@@ -182,6 +182,24 @@ def test_config_rejects_bad_settings(field, value):
         demo_pipeline.DemoConfig(**{field: value})
 
 
+def test_cli_flags_make_the_config_and_bad_sizes_are_usage_errors():
+    from absl import app, flags
+
+    from train import demo
+
+    values = flags.FlagValues()
+    demo.define_flags(values)
+    values(["train.demo", "--out=/tmp/d", "--input_size=64x96", "--image_size=96X128", "--backbones=nasnet",
+            "--encoder_steps=2", "--num_images=8"])
+    assert demo.config_from_flags(values) == demo_pipeline.DemoConfig(
+        out="/tmp/d", backbones=("nasnet",), num_images=8, image_size=(96, 128), input_size=(64, 96),
+        encoder_steps=2)
+    values.unparse_flags()
+    values(["train.demo", "--input_size=64by96"])
+    with pytest.raises(app.UsageError, match="--input_size must be HxW"):
+        demo.config_from_flags(values)
+
+
 @pytest.mark.slow
 def test_cli_runs_the_real_backbones_at_a_small_size(tmp_path):
     """`python -m train.demo` with nasnet + densenet161 at 64x96, one step each (~6-10 min on 2 cores).
