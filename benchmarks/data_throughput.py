@@ -25,6 +25,8 @@ import time
 
 from absl import app, flags, logging
 
+from keras_emlnet import cli
+
 flags.DEFINE_enum("dataset", "salicon", ["salicon", "mit1003", "cat2000"], "Dataset format.")
 flags.DEFINE_string("data_dir", None, "A real dataset folder; unset: generate synthetic data.")
 flags.DEFINE_integer("num_images", 64, "Synthetic images to generate (train split gets about half).")
@@ -40,11 +42,6 @@ flags.DEFINE_float("target_ratio", 5.0, "Required pipeline/training images-per-s
 flags.DEFINE_string("out", None, "Optional folder for results.json (with the configuration used).")
 
 FLAGS = flags.FLAGS
-
-
-def _size(text):
-    height, width = (int(v) for v in text.lower().split("x"))
-    return height, width
 
 
 def measure_pipeline(dataset, data_dir, input_size, batch_size, epochs):
@@ -104,15 +101,15 @@ def measure_training(backbone, input_size, batch_size, steps, mixed_precision):
 def main(argv):
     del argv
     from keras_emlnet import atomic_files as io_utils
-    from keras_emlnet.data.generate import generate_dataset
+    from keras_emlnet.data import generate_dataset
 
-    input_size = _size(FLAGS.input_size)
+    input_size = cli.parse_size(FLAGS.input_size, "input_size")
     mixed_precision = None if FLAGS.mixed_precision == "none" else FLAGS.mixed_precision
     with tempfile.TemporaryDirectory(prefix="data_throughput_") as scratch:
         data_dir = FLAGS.data_dir
         if data_dir is None:
             data_dir = os.path.join(scratch, FLAGS.dataset)
-            image_size = _size(FLAGS.image_size) if FLAGS.image_size else None
+            image_size = cli.parse_size(FLAGS.image_size, "image_size") if FLAGS.image_size else None
             start = time.perf_counter()
             generate_dataset(FLAGS.dataset, data_dir, FLAGS.num_images, seed=0, image_size=image_size)
             logging.info("generated %d images in %.1f s", FLAGS.num_images, time.perf_counter() - start)

@@ -21,6 +21,8 @@ import tempfile
 
 from absl import app, flags
 
+from keras_emlnet import cli
+
 flags.DEFINE_string("backbone", "resnet50", "Registry backbone, or 'tiny' (test backbone).")
 flags.DEFINE_list("learning_rates", ["0.1", "0.01"], "Initial learning rates to compare.")
 flags.DEFINE_string("input_size", "96x128", "Model input size HxW.")
@@ -41,9 +43,9 @@ def main(argv):
     del argv
     from keras_emlnet import testing
     from keras_emlnet.training import encoder_stage as encoder_training
-    from keras_emlnet.data.generate import generate_dataset
+    from keras_emlnet.data import generate_dataset
 
-    height, width = (int(v) for v in FLAGS.input_size.lower().split("x"))
+    height, width = cli.parse_size(FLAGS.input_size, "input_size")
     out = FLAGS.out or tempfile.mkdtemp(prefix="encoder_lr_")
     data_dir = os.path.join(out, "salicon")
     if not os.path.isdir(data_dir):

@@ -33,6 +33,8 @@ import time
 
 from absl import app, flags, logging
 
+from keras_emlnet import cli
+
 flags.DEFINE_string("encoder", "nasnet", "Backbone of the separately trained encoder ('tiny': test backbone).")
 flags.DEFINE_list("joint", ["nasnet", "densenet161"], "Backbones trained together with the decoder.")
 flags.DEFINE_string("input_size", "480x640", "Model input size HxW.")
@@ -186,7 +188,7 @@ def main(argv):
     if FLAGS.worker:
         print(json.dumps(_measure(json.loads(FLAGS.worker))))
         return
-    height, width = (int(v) for v in FLAGS.input_size.lower().split("x"))
+    height, width = cli.parse_size(FLAGS.input_size, "input_size")
     common = {"input_size": [height, width], "batch_size": FLAGS.batch_size, "steps": FLAGS.steps}
     results = []
     for kind, backbones in (("encoder", [FLAGS.encoder]), ("joint", list(FLAGS.joint))):

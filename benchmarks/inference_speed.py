@@ -28,6 +28,8 @@ import time
 
 from absl import app, flags, logging
 
+from keras_emlnet import cli
+
 flags.DEFINE_list("backbones", ["nasnet", "densenet161"], "Encoder backbones (registry names), or 'tiny' "
                   "for two tiny testing encoders.")
 flags.DEFINE_string("input_size", "480x640", "Model input size HxW.")
@@ -41,11 +43,6 @@ flags.DEFINE_string("worker", None, "Internal: JSON of one configuration to meas
 FLAGS = flags.FLAGS
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 _SEED = 0
-
-
-def _size(text):
-    height, width = (int(v) for v in text.lower().split("x"))
-    return height, width
 
 
 def _current_rss_mb():
@@ -152,7 +149,7 @@ def main(argv):
     unknown = sorted(set(precisions) - set(_POLICIES))
     if unknown:
         raise app.UsageError(f"--precisions must be among {sorted(_POLICIES)}, got {unknown}")
-    input_size = _size(FLAGS.input_size)
+    input_size = cli.parse_size(FLAGS.input_size, "input_size")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for batch in (int(b) for b in FLAGS.batch_sizes):

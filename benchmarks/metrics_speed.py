@@ -26,6 +26,8 @@ import numpy as np
 import scipy.ndimage
 from absl import app, flags, logging
 
+from keras_emlnet import cli
+
 flags.DEFINE_integer("num_pairs", 100, "Timed map pairs.")
 flags.DEFINE_string("map_size", "480x640", "Ground-truth (fixation/density) size HxW.")
 flags.DEFINE_string("saliency_size", None, "Saliency map size HxW; unset: the ground-truth size.")
@@ -38,11 +40,6 @@ FLAGS = flags.FLAGS
 
 METRICS = ("auc_judd", "auc_borji", "auc_shuffled", "nss", "cc", "kld", "sim", "emd", "info_gain")
 SUITE_WAYS = ("score_all_1thread", "score_all_2threads")
-
-
-def _size(text):
-    height, width = (int(v) for v in text.lower().split("x"))
-    return height, width
 
 
 def _fixation_map(rng, shape, count):
@@ -128,8 +125,8 @@ def measure(pairs, seed):
 
 def main(argv):
     del argv
-    shape = _size(FLAGS.map_size)
-    saliency_shape = _size(FLAGS.saliency_size) if FLAGS.saliency_size else shape
+    shape = cli.parse_size(FLAGS.map_size, "map_size")
+    saliency_shape = cli.parse_size(FLAGS.saliency_size, "saliency_size") if FLAGS.saliency_size else shape
     pairs = make_pairs(FLAGS.num_pairs, shape, saliency_shape, FLAGS.fixations, FLAGS.seed)
     times, scores, mismatches = measure(pairs, FLAGS.seed)
     rows = {name: {"mean_ms": statistics.fmean(times[name]), "median_ms": statistics.median(times[name]),

@@ -32,6 +32,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from keras_emlnet import cli
+
 flags.DEFINE_string("model", None, "EMLNet .keras file; unset: the tiny testing EMLNet.")
 flags.DEFINE_string("input_size", "64x96", "Model input size HxW of the tiny EMLNet (ignored with --model).")
 flags.DEFINE_string("image_size", "96x128", "Size HxW of the PNG images the clients send.")
@@ -51,11 +53,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _READY = re.compile(r"ready: gRPC \S+:(\d+) REST \S+:(\d+)")
 
 
-def _size(text):
-    height, width = (int(v) for v in text.lower().split("x"))
-    return height, width
-
-
 def export_model(export_base):
     """Exports --model (or the tiny EMLNet) as version 1; returns the model name."""
     from serving.export.export import ExportConfig, export_saliency_model, load_keras_model
@@ -65,7 +62,7 @@ def export_model(export_base):
     else:
         from keras_emlnet.testing import tiny_emlnet
 
-        model = tiny_emlnet(_size(FLAGS.input_size) + (3,))
+        model = tiny_emlnet(cli.parse_size(FLAGS.input_size, "input_size") + (3,))
     export_saliency_model(model, ExportConfig(model=FLAGS.model or "<tiny_emlnet>",
                                               export_base=export_base, version=1, model_name="emlnet"))
     return "emlnet"
@@ -127,7 +124,7 @@ class ServerProcess:
 
 def make_sender(protocol, port, model_name):
     """A function sending one encoded image and returning its map (per thread)."""
-    from serving import client
+    from serving.client import client
 
     predict = client.predict_rest if protocol == "rest" else client.predict_grpc
     return lambda encoded: predict(f"{HOST}:{port}", model_name, [encoded], timeout_s=60.0)
@@ -201,7 +198,7 @@ def main(argv):
                     f"batch_timeout_micros {{ value: {FLAGS.batch_timeout_micros} }}\n"
                     f"num_batch_threads {{ value: {FLAGS.num_batch_threads} }}\n"
                     f"max_enqueued_batches {{ value: 1000 }}\n")
-        images = client_images(FLAGS.clients, _size(FLAGS.image_size))
+        images = client_images(FLAGS.clients, cli.parse_size(FLAGS.image_size, "image_size"))
         rows = [measure("batching off", export_base, model_name, images, None),
                 measure("batching on", export_base, model_name, images, batching_file)]
     off, on = rows

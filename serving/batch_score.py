@@ -12,6 +12,7 @@ listed in batch_score_summary*.json and skipped. See serving/batch/scoring.py.
 
 from absl import app, flags, logging
 
+from keras_emlnet import cli
 from keras_emlnet.inference.predictor import PRECISIONS
 from serving.batch.scoring import FORMATS, ScoreConfig
 
@@ -45,18 +46,8 @@ def main(argv):
     from keras_emlnet.inference.progress import ThroughputProgress
     from serving.batch.scoring import score_collection, summary_path
 
-    config = ScoreConfig(
-        model=FLAGS.model,
-        images=FLAGS.images,
-        out=FLAGS.out,
-        format=FLAGS.format,
-        overlays=FLAGS.overlays,
-        batch_size=FLAGS.batch_size,
-        precision=FLAGS.precision,
-        shard_index=FLAGS.shard_index,
-        num_shards=FLAGS.num_shards,
-        writer_threads=FLAGS.writer_threads,
-    )
+    config = cli.config_from_flags(ScoreConfig)
+
     def make_progress(total):
         logging.info("shard %d of %d: %d images to score", config.shard_index,
                      config.num_shards, total)

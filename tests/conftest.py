@@ -31,7 +31,7 @@ def generated_datasets(tmp_path_factory):
     Written once per session by keras_emlnet.data.generate in the real on-disk
     layouts. Read-only: copy a tree (shutil.copytree) before damaging it.
     """
-    from keras_emlnet.data.generate import generate_dataset
+    from keras_emlnet.data import generate_dataset
 
     base = tmp_path_factory.mktemp("generated_datasets")
     roots = {}

@@ -15,48 +15,44 @@ command with one more path (and a new --workdir). Training flags (--epochs,
 
 from absl import app, flags, logging
 
-from keras_emlnet.training import decoder_stage as decoder_training
 from keras_emlnet.models import postprocess
+from keras_emlnet.training import decoder_stage as decoder_training
 from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
-flags.DEFINE_list("encoders", None, "Comma-separated .keras files of trained encoders (from train.encoder), "
-                  "one per backbone, all trained at --input_size.")
-flags.DEFINE_enum("output_mode", postprocess.MINMAX, list(postprocess.OUTPUT_MODES),
-                  "Output mode of the saved emlnet.keras (training always uses the raw decoder map).")
-flags.DEFINE_float("blur_sigma", None, "Gaussian blur sigma of the saved model, in pixels at the model size "
-                   "(the released EML-NET code uses 5 at 480x640); unset: no blur.", lower_bound=0.0)
-
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines this CLI's flags in `flag_values`: the shared training flags, --encoders and the output's."""
+    flags_common.define_training_flags(flag_values)
+    flags.DEFINE_list("encoders", None, "Comma-separated .keras files of trained encoders (from train.encoder), "
+                      "one per backbone, all trained at --input_size.", flag_values=flag_values)
+    flags.DEFINE_enum("output_mode", postprocess.MINMAX, list(postprocess.OUTPUT_MODES),
+                      "Output mode of the saved emlnet.keras (training always uses the raw decoder map).",
+                      flag_values=flag_values)
+    flags.DEFINE_float("blur_sigma", None, "Gaussian blur sigma of the saved model, in pixels at the model size "
+                       "(the released EML-NET code uses 5 at 480x640); unset: no blur.", lower_bound=0.0,
+                       flag_values=flag_values)
+    flags.mark_flags_as_required(["encoders", "data_dir", "workdir"], flag_values=flag_values)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        config = flags_common.train_config_from_flags(decoder_training.DECODER_RECIPE)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    config = flags_common.train_config_from_flags(decoder_training.DECODER_RECIPE)
     logging.info("training the decoder over %s with %s", FLAGS.encoders, config)
     try:
         result = decoder_training.train_decoder(
-            FLAGS.encoders,
-            FLAGS.dataset,
-            FLAGS.data_dir,
-            config,
-            FLAGS.workdir,
-            output_mode=FLAGS.output_mode,
-            blur_sigma=FLAGS.blur_sigma or None,
-            skip_bad=FLAGS.skip_bad,
+            FLAGS.encoders, FLAGS.dataset, FLAGS.data_dir, config, FLAGS.workdir,
+            output_mode=FLAGS.output_mode, blur_sigma=FLAGS.blur_sigma or None, skip_bad=FLAGS.skip_bad,
             callbacks=[EpochLogger()],
         )
     except (ValueError, FileNotFoundError) as error:  # bad files, sizes or a mismatched workdir: named
         raise app.UsageError(str(error)) from None
-    if result.initial_epoch:
-        logging.info("resumed from epoch %d", result.initial_epoch)
-    logging.info("wrote %s", result.final_model_path)
+    flags_common.log_training_result(result)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["encoders", "data_dir", "workdir"])
+    define_flags()
     app.run(main)

@@ -16,40 +16,14 @@ See train/demo_pipeline.py.
 import signal
 import sys
 
-import keras
 from absl import app, flags, logging
 
-from train import demo_pipeline
+from keras_emlnet import cli
+from train import demo_pipeline, demo_progress
 
 
-def parse_size(text, flag):
-    """"HxW" -> (H, W); app.UsageError naming the flag otherwise."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise app.UsageError(f"--{flag} must be HxW such as 96x128, got {text!r}") from None
-    if min(height, width) < 1:
-        raise app.UsageError(f"--{flag} must be positive, got {text!r}")
-    return height, width
-
-
-class StepLogger(keras.callbacks.Callback):
-    """Logs every training step and validation (the demo's progress)."""
-
-    def on_train_begin(self, logs=None):
-        logging.info("  building the training step (the first step traces the whole graph: "
-                     "NASNetLarge takes minutes on a CPU)")
-
-    def on_train_batch_end(self, batch, logs=None):
-        logging.info("  step %d: loss %.4f", batch + 1, float((logs or {}).get("loss", float("nan"))))
-
-    def on_test_end(self, logs=None):
-        logging.info("  validation: %s", ", ".join(f"{k}={float(v):.4f}" for k, v in sorted((logs or {}).items())))
-
-
-def define_flags(flag_values=None):
-    """Defines this CLI's flags in `flag_values` (default: the global FLAGS) when it runs, never at import."""
-    flag_values = flags.FLAGS if flag_values is None else flag_values
+def define_flags(flag_values=flags.FLAGS):
+    """Defines this CLI's flags in `flag_values` when it runs, never at import."""
     defaults = demo_pipeline.DemoConfig()
     flags.DEFINE_string("out", defaults.out, "Output folder (a previous demo's folder is replaced).",
                         flag_values=flag_values)
@@ -74,19 +48,10 @@ def define_flags(flag_values=None):
                          flag_values=flag_values)
 
 
-def config_from_flags(flag_values=None):
-    """The DemoConfig the flags describe; app.UsageError naming a bad flag."""
-    values = flags.FLAGS if flag_values is None else flag_values
-    try:
-        return demo_pipeline.DemoConfig(
-            out=values.out, backbones=tuple(values.backbones), num_images=values.num_images,
-            image_size=parse_size(values.image_size, "image_size"),
-            input_size=parse_size(values.input_size, "input_size"),
-            batch_size=values.batch_size, encoder_steps=values.encoder_steps, decoder_steps=values.decoder_steps,
-            client_images=values.client_images, seed=values.seed,
-        )
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+def config_from_flags(flag_values=flags.FLAGS):
+    """The DemoConfig the flags describe; cli.FlagError naming a bad flag."""
+    sizes = {name: cli.parse_size(flag_values[name].value, name) for name in ("image_size", "input_size")}
+    return cli.config_from_flags(demo_pipeline.DemoConfig, flag_values, overrides=sizes)
 
 
 def main(argv):
@@ -98,7 +63,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logging.info("demo settings: %s", config.to_dict())
     try:
-        result = demo_pipeline.run_demo(config, training_callbacks=[StepLogger()])
+        result = demo_pipeline.run_demo(config, training_callbacks=[demo_progress.StepLogger()])
     except FileExistsError as error:
         raise app.UsageError(str(error)) from None
     print()

@@ -3,7 +3,7 @@
 Every stage is one call into the library (`train/demo_stages.py`, one function
 per stage); this module only orders the calls, times them and records what ran:
 
-1. data      `keras_emlnet.data.generate.generate_dataset`: a small SALICON-format dataset
+1. data      `keras_emlnet.data.generate_dataset`: a small SALICON-format dataset
 2. encoders  `keras_emlnet.training.encoder_stage.train_encoder`, one run per backbone, from
              random initialisation (pretrained weights cannot be fetched offline)
 3. decoder   `keras_emlnet.training.decoder_stage.train_decoder` over the frozen encoders

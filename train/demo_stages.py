@@ -15,7 +15,7 @@ PAPER_BLUR_SIGMA_AT_480 = 5.0
 
 def generate_data(config, data_dir):
     """Writes `config.num_images` synthetic SALICON-format images to `data_dir`."""
-    from keras_emlnet.data.generate import generate_dataset
+    from keras_emlnet.data import generate_dataset
 
     written = generate_dataset(DATASET, data_dir, config.num_images, seed=config.seed, image_size=config.image_size)
     _LOG.info("wrote %s images (%s) to %s", DATASET, written["files"], data_dir)
@@ -111,7 +111,7 @@ def serve_and_score(config, export_base, images, overlays_dir, log_path, *, on_s
     Raises:
         RuntimeError: an image the server could not score (named).
     """
-    from serving.client import ClientConfig, run_client
+    from serving.client.client import ClientConfig, run_client
     from train.demo_server import LocalServer
 
     server = LocalServer(export_base, MODEL_NAME, log_path, start_timeout_s=config.server_start_timeout_s)

@@ -12,17 +12,24 @@ continues from the last finished epoch. Training flags (--epochs,
 
 from absl import app, flags, logging
 
-from keras_emlnet.training import encoder_stage as encoder_training
 from keras_emlnet.models.backbones import BACKBONES, get_backbone
 from keras_emlnet.training.config import ConfigMismatchError
+from keras_emlnet.training import encoder_stage as encoder_training
 from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
-flags.DEFINE_string("backbone", None, f"Backbone registry name: {', '.join(sorted(BACKBONES))}.")
-flags.DEFINE_string("weights", None, "Initial backbone weights: a named source ('imagenet' for nasnet and "
-                    "resnet50, 'places365' for densenet161) or a weights file; unset: random.")
-
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines this CLI's flags in `flag_values`: the shared training flags, --backbone and --weights."""
+    flags_common.define_training_flags(flag_values)
+    flags.DEFINE_string("backbone", None, f"Backbone registry name: {', '.join(sorted(BACKBONES))}.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("weights", None, "Initial backbone weights: a named source ('imagenet' for nasnet and "
+                        "resnet50, 'places365' for densenet161) or a weights file; unset: random.",
+                        flag_values=flag_values)
+    flags.mark_flags_as_required(["backbone", "data_dir", "workdir"], flag_values=flag_values)
 
 
 def main(argv):
@@ -30,28 +37,20 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         get_backbone(FLAGS.backbone)
-        config = flags_common.train_config_from_flags(encoder_training.ENCODER_RECIPE)
-    except ValueError as error:
+    except ValueError as error:  # an unknown name: the message lists the registry
         raise app.UsageError(str(error)) from None
+    config = flags_common.train_config_from_flags(encoder_training.ENCODER_RECIPE)
     logging.info("training encoder %s with %s", FLAGS.backbone, config)
     try:
         result = encoder_training.train_encoder(
-            FLAGS.backbone,
-            FLAGS.dataset,
-            FLAGS.data_dir,
-            config,
-            FLAGS.workdir,
-            weights=FLAGS.weights,
-            skip_bad=FLAGS.skip_bad,
-            callbacks=[EpochLogger()],
+            FLAGS.backbone, FLAGS.dataset, FLAGS.data_dir, config, FLAGS.workdir,
+            weights=FLAGS.weights, skip_bad=FLAGS.skip_bad, callbacks=[EpochLogger()],
         )
     except ConfigMismatchError as error:
         raise app.UsageError(str(error)) from None
-    if result.initial_epoch:
-        logging.info("resumed from epoch %d", result.initial_epoch)
-    logging.info("wrote %s", result.final_model_path)
+    flags_common.log_training_result(result)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["backbone", "data_dir", "workdir"])
+    define_flags()
     app.run(main)

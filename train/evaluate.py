@@ -16,10 +16,11 @@ import os
 
 from absl import app, flags, logging
 
+from keras_emlnet import cli
 from keras_emlnet.evaluation.baselines import DEFAULT_CENTER_BIAS_SIGMA
 from keras_emlnet.evaluation.evaluate import SHUFFLED_OTHER_IMAGES
 from keras_emlnet.inference.predictor import PRECISIONS
-from train import flags_data
+from train import flags_common
 
 FLAGS = flags.FLAGS
 
@@ -30,10 +31,10 @@ def define_flags(flag_values=FLAGS):
     Called when the CLI runs, not at import: its --model, --out, --batch_size,
     --seed, ... mean other things than the same names in the training CLIs
     and serving.batch_score, and absl allows one definition per process. The
-    dataset flags are `train.flags_data`'s, shared with the training CLIs.
+    dataset flags are `train.flags_common`'s, shared with the training CLIs.
     """
     flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.", flag_values=flag_values)
-    flags_data.define_data_flags(flag_values, dataset_default=None)
+    flags_common.define_data_flags(flag_values, dataset_default=None)
     flags.DEFINE_string("split", "val", "Split with ground truth: val, train (all: MIT1003, CAT2000).",
                         flag_values=flag_values)
     flags.DEFINE_string("out", None, "Output folder (default: <model folder>/eval_<dataset>_<split>).",
@@ -78,20 +79,9 @@ def main(argv):
     from keras_emlnet.inference.predictor import load_predictor
     from keras_emlnet.inference.progress import ThroughputProgress
 
-    config = EvalConfig(
-        dataset=FLAGS.dataset,
-        data_dir=FLAGS.data_dir,
-        split=FLAGS.split,
-        model_name=FLAGS.model_name or default_model_name(FLAGS.model),
-        baseline_maps=FLAGS.baseline_maps,
-        baseline_name=FLAGS.baseline_name,
-        center_bias_sigma=FLAGS.center_bias_sigma,
-        shuffled_others=FLAGS.shuffled_others,
-        seed=FLAGS.seed,
-        limit=FLAGS.limit,
-        batch_size=FLAGS.batch_size,
-        skip_bad=FLAGS.skip_bad,
-    )
+    # The row label defaults to the model's name, derived from --model.
+    config = cli.config_from_flags(
+        EvalConfig, overrides={"model_name": FLAGS.model_name or default_model_name(FLAGS.model)})
     out = FLAGS.out or default_out_dir(FLAGS.model, config.dataset, config.split)
     predictor = load_predictor(FLAGS.model, precision=FLAGS.precision)
     logging.info("evaluating %s (%s, %s output) on %s/%s", predictor.source, predictor.kind,

@@ -25,9 +25,15 @@ from keras_emlnet.training.config import ConfigMismatchError
 from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
-flags.DEFINE_string("from", None, "Workdir of the train.decoder run to fine-tune (holds config.json and emlnet.keras).")
-
 FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines this CLI's flags in `flag_values`: the shared training flags and --from."""
+    flags_common.define_training_flags(flag_values)
+    flags.DEFINE_string("from", None, "Workdir of the train.decoder run to fine-tune (holds config.json and "
+                        "emlnet.keras).", flag_values=flag_values)
+    flags.mark_flags_as_required(["from", "data_dir", "workdir"], flag_values=flag_values)
 
 
 def stage_configs(source_input_size, flag_values=FLAGS):
@@ -61,5 +67,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["from", "data_dir", "workdir"])
+    define_flags()
     app.run(main)

@@ -1,7 +1,13 @@
-"""absl flags shared by train.encoder, train.decoder and train.finetune.
+"""absl flags the train CLIs share, defined when a CLI runs, never at import.
 
-Importing this module defines the flags once (absl flags are process-wide);
-the dataset flags come from `train.flags_data`, which train.evaluate shares.
+`define_data_flags` (--data_dir, --dataset, --skip_bad) serves every train
+CLI; `define_training_flags` adds --workdir and the TrainConfig flags of
+train.encoder, train.decoder and train.finetune. absl flags are
+process-wide, so one name may be defined once per process: defining them in
+each CLI's `define_flags` lets every CLI be imported into one process (a
+notebook, the demo, the tests) without a clash, while the definitions
+(names, choices, help) are written once, here.
+
 Training flags default to None, meaning "the recipe's value": each CLI
 passes its own recipe (a `TrainConfig`) to `train_config_from_flags`, so one
 definition serves the encoder recipe (batch 8, 10 epochs, x0.1 after 5) and
@@ -9,70 +15,92 @@ the decoder recipe (batch 32, 5 epochs, x0.1 at 3). The values actually used
 are logged and recorded in `<workdir>/config.json`.
 """
 
-import dataclasses
+from absl import flags, logging
 
-from absl import flags
+from keras_emlnet import cli
 
-from train import flags_data
-
+DATASETS = ("salicon", "mit1003", "cat2000")
 _RECIPE = "unset: the CLI's recipe value"
 
-# --- the run and its data ---------------------------------------------------
-flags.DEFINE_string("workdir", None, "Run folder: config.json, backup/, checkpoints/, logs/ and the final model. "
-                    "Rerunning the same command there resumes the run.")
-flags_data.define_data_flags(flags.FLAGS, dataset_default="salicon")
-
-# --- TrainConfig --------------------------------------------------------------
-flags.DEFINE_integer("epochs", None, f"Epochs in all ({_RECIPE}).", lower_bound=1)
-flags.DEFINE_integer("batch_size", None, f"Global batch size, split across replicas ({_RECIPE}).", lower_bound=1)
-flags.DEFINE_float("learning_rate", None, f"Learning rate of the first epoch ({_RECIPE}).")
-flags.DEFINE_list("lr_decay_epochs", None, "0-based epochs at which the learning rate is multiplied by "
-                  f"--lr_decay_factor, comma-separated; empty for none ({_RECIPE}).")
-flags.DEFINE_float("lr_decay_factor", None, f"Learning-rate multiplier at each decay epoch ({_RECIPE}).")
-flags.DEFINE_float("momentum", None, f"SGD momentum ({_RECIPE}).")
-flags.DEFINE_float("weight_decay", None, f"L2 weight decay added to the gradient, as PyTorch SGD ({_RECIPE}).")
-flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed-precision compute dtype "
-                  "(variables and loss stay float32); unset: float32.")
-flags.DEFINE_enum("distribution", None, ["mirrored", "multi_worker"], "tf.distribute strategy: all local "
-                  "GPUs (mirrored) or a TF_CONFIG cluster (multi_worker); unset: one device.")
-flags.DEFINE_string("input_size", None, f"Model input size HxW, e.g. 480x640 ({_RECIPE}).")
-flags.DEFINE_integer("max_steps", None, "Stop after this many optimizer steps in all (smoke runs).", lower_bound=1)
-flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (data repeated); unset: one pass.", lower_bound=1)
-flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch; unset: all.", lower_bound=1)
-flags.DEFINE_integer("seed", None, f"Seed of initialisation and data order ({_RECIPE}).")
-
-_SCALAR_FIELDS = (
-    "epochs", "batch_size", "learning_rate", "lr_decay_factor", "momentum", "weight_decay",
-    "mixed_precision", "distribution", "max_steps", "steps_per_epoch", "validation_steps", "seed",
-)
+# Flags defined below count as the calling CLI's own (listed by its --help),
+# not as this module's.
+flags.disclaim_key_flags()
 
 
-def parse_input_size(text):
-    """Parses "HxW" (e.g. "480x640") into (H, W); raises ValueError naming the flag."""
-    parts = str(text).lower().split("x")
-    try:
-        height, width = (int(part) for part in parts)
-    except ValueError:
-        raise ValueError(f"--input_size must be HxW such as 480x640, got {text!r}") from None
-    if height < 1 or width < 1:
-        raise ValueError(f"--input_size must be positive, got {text!r}")
-    return height, width
+def define_data_flags(flag_values=flags.FLAGS, *, dataset_default):
+    """Defines --data_dir, --dataset and --skip_bad in `flag_values`.
+
+    Args:
+        flag_values: the absl FlagValues to define them in.
+        dataset_default: the default of --dataset; None where the CLI
+            requires it (it then marks it required itself).
+
+    Returns:
+        The names defined.
+    """
+    flags.DEFINE_string("data_dir", None, "Dataset root folder (see keras_emlnet.data for the expected layout).",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("dataset", dataset_default, list(DATASETS), "Which dataset `data_dir` holds.",
+                      flag_values=flag_values)
+    flags.DEFINE_boolean("skip_bad", False, "Report and skip corrupt samples instead of stopping at the first one.",
+                         flag_values=flag_values)
+    return ("data_dir", "dataset", "skip_bad")
+
+
+def define_training_flags(flag_values=flags.FLAGS):
+    """Defines --workdir, the data flags (--dataset default salicon) and the TrainConfig flags."""
+    flags.DEFINE_string("workdir", None, "Run folder: config.json, backup/, checkpoints/, logs/ and the final "
+                        "model. Rerunning the same command there resumes the run.", flag_values=flag_values)
+    define_data_flags(flag_values, dataset_default="salicon")
+    flags.DEFINE_integer("epochs", None, f"Epochs in all ({_RECIPE}).", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", None, f"Global batch size, split across replicas ({_RECIPE}).",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_float("learning_rate", None, f"Learning rate of the first epoch ({_RECIPE}).",
+                       flag_values=flag_values)
+    flags.DEFINE_list("lr_decay_epochs", None, "0-based epochs at which the learning rate is multiplied by "
+                      f"--lr_decay_factor, comma-separated; empty for none ({_RECIPE}).", flag_values=flag_values)
+    flags.DEFINE_float("lr_decay_factor", None, f"Learning-rate multiplier at each decay epoch ({_RECIPE}).",
+                       flag_values=flag_values)
+    flags.DEFINE_float("momentum", None, f"SGD momentum ({_RECIPE}).", flag_values=flag_values)
+    flags.DEFINE_float("weight_decay", None, f"L2 weight decay added to the gradient, as PyTorch SGD ({_RECIPE}).",
+                       flag_values=flag_values)
+    flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed-precision compute dtype "
+                      "(variables and loss stay float32); unset: float32.", flag_values=flag_values)
+    flags.DEFINE_enum("distribution", None, ["mirrored", "multi_worker"], "tf.distribute strategy: all local "
+                      "GPUs (mirrored) or a TF_CONFIG cluster (multi_worker); unset: one device.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("input_size", None, f"Model input size HxW, e.g. 480x640 ({_RECIPE}).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("max_steps", None, "Stop after this many optimizer steps in all (smoke runs).",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch (data repeated); unset: one pass.",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch; unset: all.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_integer("seed", None, f"Seed of initialisation and data order ({_RECIPE}).",
+                         flag_values=flag_values)
 
 
 def train_config_from_flags(recipe, flag_values=flags.FLAGS):
-    """Returns `recipe` (a TrainConfig) with every flag the user set applied.
+    """Returns `recipe` (a TrainConfig) with every training flag the user set applied.
 
     Raises:
-        ValueError: a flag value that TrainConfig rejects (the message names it).
+        cli.FlagError: a flag value that TrainConfig rejects (the message names it).
     """
-    overrides = {name: flag_values[name].value for name in _SCALAR_FIELDS if flag_values[name].value is not None}
+    overrides = {}
     decay = flag_values["lr_decay_epochs"].value
     if decay is not None:
         try:
             overrides["lr_decay_epochs"] = tuple(int(epoch) for epoch in decay if epoch.strip())
         except ValueError:
-            raise ValueError(f"--lr_decay_epochs must be comma-separated integers, got {decay!r}") from None
+            raise cli.FlagError(f"--lr_decay_epochs must be comma-separated integers, got {decay!r}") from None
     if flag_values["input_size"].value is not None:
-        overrides["input_size"] = parse_input_size(flag_values["input_size"].value)
-    return dataclasses.replace(recipe, **overrides)
+        overrides["input_size"] = cli.parse_size(flag_values["input_size"].value, "input_size")
+    return cli.config_from_flags(type(recipe), flag_values, base=recipe, overrides=overrides)
 
+
+def log_training_result(result):
+    """Logs where a finished training run resumed from and the model it wrote."""
+    if result.initial_epoch:
+        logging.info("resumed from epoch %d", result.initial_epoch)
+    logging.info("wrote %s", result.final_model_path)

@@ -14,7 +14,7 @@ _LAZY = {
     "EvalSample": "pipeline",
     "BadDataReport": "records",
     "BadSampleError": "records",
-    "generate_dataset": "generate",
+    "generate_dataset": "synthetic_dataset",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,37 +1,20 @@
-"""`python -m serving.export`: the command line of `serving.export.export`."""
+"""`python -m serving.export`: exports a trained EMLNet `.keras` as a versioned TF-Serving SavedModel.
 
+    python -m serving.export --model runs/emlnet/emlnet.keras --export_base exports/emlnet [--version 3]
+
+See `serving.export.export` (the library this command calls).
+"""
+
+from absl import app, flags, logging
+
+from keras_emlnet import cli
 from serving.export.export import DEFAULT_PARITY_TOLERANCE, ExportConfig, export_saliency_model, load_keras_model
 
+FLAGS = flags.FLAGS
 
-def main(argv):
-    del argv
-    from absl import flags
-    from absl import logging
 
-    values = flags.FLAGS
-    config = ExportConfig(
-        model=values.model,
-        export_base=values.export_base,
-        version=values.version,
-        model_name=values.model_name,
-        parity_tolerance=values.parity_tolerance,
-        seed=values.seed,
-    )
-    model = load_keras_model(config.model)
-    version_dir, record = export_saliency_model(model, config)
-    parity = record["parity"]
-    logging.info(
-        "exported %s version %d to %s (max |SavedModel - Keras| = %.3g, relative %.3g; %d warmup requests)",
-        record["model_name"], record["version"], version_dir,
-        parity["max_abs_diff"], parity["max_relative_diff"], record["warmup_requests"],
-    )
-    return 0
-def define_flags(flag_values=None):
-    """Defines this CLI's flags in `flag_values` (default: the global FLAGS) when it runs, never at import."""
-    from absl import flags
-
-    flag_values = flags.FLAGS if flag_values is None else flag_values
-
+def define_flags(flag_values=FLAGS):
+    """Defines this CLI's flags in `flag_values` when it runs, never at import."""
     flags.DEFINE_string("model", None, "EMLNet .keras file to export.", required=True,
                         flag_values=flag_values)
     flags.DEFINE_string("export_base", None, "Folder holding the version folders, e.g. exports/emlnet.",
@@ -45,8 +28,22 @@ def define_flags(flag_values=None):
                        flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the representative check and warmup images.",
                          flag_values=flag_values)
-if __name__ == "__main__":
-    from absl import app
 
+
+def main(argv):
+    del argv
+    config = cli.config_from_flags(ExportConfig)
+    model = load_keras_model(config.model)
+    version_dir, record = export_saliency_model(model, config)
+    parity = record["parity"]
+    logging.info(
+        "exported %s version %d to %s (max |SavedModel - Keras| = %.3g, relative %.3g; %d warmup requests)",
+        record["model_name"], record["version"], version_dir,
+        parity["max_abs_diff"], parity["max_relative_diff"], record["warmup_requests"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
     define_flags()
     app.run(main)

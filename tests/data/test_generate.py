@@ -14,7 +14,7 @@ import scipy.ndimage
 from PIL import Image
 
 from keras_emlnet.data import iter_eval_samples
-from keras_emlnet.data.generate import generate_dataset
+from keras_emlnet.data import generate_dataset
 
 
 def _files(root):

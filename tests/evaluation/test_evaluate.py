@@ -39,7 +39,7 @@ def test_row_names_and_config_checks():
 
 @pytest.fixture(scope="module")
 def mit1003(tmp_path_factory):
-    from keras_emlnet.data.generate import generate_dataset
+    from keras_emlnet.data import generate_dataset
 
     root = str(tmp_path_factory.mktemp("mit1003"))
     generate_dataset("mit1003", root, 7, seed=5, image_size=(48, 64), num_observers=4)

@@ -12,7 +12,9 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-from keras_emlnet import build_encoder, convert_places365  # noqa: E402
+from keras_emlnet import build_encoder  # noqa: E402
+from keras_emlnet import convert_places365 as convert_cli  # noqa: E402
+from keras_emlnet.models import places365  # noqa: E402
 from keras_emlnet.models.backbones import PLACES365_WEIGHTS_FILE  # noqa: E402
 from keras_emlnet.models.preprocessing import TORCH_MEAN, TORCH_STD  # noqa: E402
 from keras_emlnet.models.taps import tap_layer_name  # noqa: E402
@@ -120,7 +122,7 @@ def checkpoint_path(torch_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted_path(checkpoint_path):
     out = checkpoint_path.parent / "out" / "densenet161.weights.h5"
-    convert_places365.main(["convert_places365", str(checkpoint_path), str(out)])  # the CLI entry point
+    convert_cli.main(["convert_places365", str(checkpoint_path), str(out)])  # the CLI entry point
     return out
 
 
@@ -174,7 +176,7 @@ def test_missing_places365_file_says_how_to_convert(monkeypatch, tmp_path):
 
 def test_output_must_be_weights_h5(checkpoint_path, tmp_path):
     with pytest.raises(ValueError, match=r"\.weights\.h5"):
-        convert_places365.convert_places365(checkpoint_path, tmp_path / "out.h5")
+        places365.convert_places365(checkpoint_path, tmp_path / "out.h5")
 
 
 def test_mismatched_checkpoint_names_missing_and_unexpected_keys(torch_model, tmp_path):
@@ -185,7 +187,7 @@ def test_mismatched_checkpoint_names_missing_and_unexpected_keys(torch_model, tm
     path = tmp_path / "bad.pth.tar"
     torch.save({"state_dict": state}, path)
     with pytest.raises(ValueError) as error:
-        convert_places365.convert_places365(path, tmp_path / "out.weights.h5")
+        places365.convert_places365(path, tmp_path / "out.weights.h5")
     message = str(error.value)
     assert str(path) in message
     assert "missing keys 2" in message and "features.norm5.running_var" in message
@@ -199,7 +201,7 @@ def test_truncated_file_is_reported_with_its_name(checkpoint_path, tmp_path):
     path = tmp_path / "truncated.pth.tar"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated.pth.tar"):
-        convert_places365.convert_places365(path, tmp_path / "out.weights.h5")
+        places365.convert_places365(path, tmp_path / "out.weights.h5")
     assert not (tmp_path / "out.weights.h5").exists()
 
 
@@ -208,7 +210,7 @@ def test_code_in_checkpoint_is_not_executed(tmp_path):
     marker = tmp_path / "ran"
     torch.save({"state_dict": {}, "payload": _Payload(str(marker))}, path)
     with pytest.raises(ValueError, match="evil.pth.tar"):
-        convert_places365.load_places365_checkpoint(path)
+        places365.load_places365_checkpoint(path)
     assert not marker.exists()
 
 
@@ -223,10 +225,10 @@ class _Payload:
 
 
 def test_shape_mismatch_is_reported(torch_model):
-    state = convert_places365.normalize_state_dict(_official_state_dict(torch_model))
+    state = places365.normalize_state_dict(_official_state_dict(torch_model))
     state["features.conv0.weight"] = state["features.conv0.weight"][:, :, :5, :5]
-    layer_weights = convert_places365.state_dict_to_layer_weights(state, source="ckpt")
+    layer_weights = places365.state_dict_to_layer_weights(state, source="ckpt")
     inputs = keras.Input((32, 32, 3))
     stem = keras.Model(inputs, keras.layers.Conv2D(96, 7, use_bias=False, name="conv1_conv")(inputs))
     with pytest.raises(ValueError, match=r"ckpt: layer conv1_conv expects shapes \[\(7, 7, 3, 96\)\]"):
-        convert_places365.set_layer_weights(stem, {"conv1_conv": layer_weights["conv1_conv"]}, source="ckpt")
+        places365.set_layer_weights(stem, {"conv1_conv": layer_weights["conv1_conv"]}, source="ckpt")

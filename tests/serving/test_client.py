@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from keras_emlnet.inference import visualize
-from serving import client
+from serving.client import client
 from tests.serving import helpers
 
 MODEL = helpers.MODEL_NAME

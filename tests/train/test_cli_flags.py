@@ -2,10 +2,11 @@
 
 absl flags are process-wide: two modules defining the same name at import
 raise DuplicateFlagError as soon as both are imported (a notebook, the demo,
-a test session). The training CLIs share `train.flags_common` (defined at
-import); every other CLI defines its flags in `define_flags(flag_values)`,
-called only when it runs. The imports happen in a fresh subprocess so that
-this pytest process's own imports cannot hide or cause a clash.
+a test session). So no CLI defines a flag at import: each defines its flags
+in `define_flags(flag_values)`, called only when it runs (the training CLIs
+through `train.flags_common`'s shared definitions). The imports happen in a
+fresh subprocess so that this pytest process's own imports cannot hide or
+cause a clash.
 """
 
 import json
@@ -37,9 +38,8 @@ DOCUMENTED = {
                             "num_shards", "batch_size"},
     "train.demo": {"out", "input_size", "encoder_steps", "decoder_steps"},  # its usage lines
 }
-# The training CLIs define at import; their shared flags are train.flags_common's.
-IMPORT_TIME = {"train.encoder", "train.decoder", "train.finetune"}
-SHARED_MODULE = "train.flags_common"
+# The training CLIs: their shared flags are train.flags_common's.
+TRAINING = ("train.encoder", "train.decoder", "train.finetune")
 
 _PROBE = r"""
 import importlib, json, os, sys
@@ -99,25 +99,35 @@ def test_cli_imports_beside_every_other_cli_and_keeps_its_flags(report, name):
         pytest.skip("train/demo.py is not present")
     assert "error" not in entry, entry.get("error")
     defined_at_import = report["__defined_at_import__"]
-    if name in IMPORT_TIME:
-        available = set(defined_at_import.get(name, [])) | set(defined_at_import[SHARED_MODULE])
-    else:
-        # Nothing at import, so it can never clash; its flags come from define_flags().
-        assert name not in defined_at_import, defined_at_import.get(name)
-        assert entry["has_define_flags"] or not DOCUMENTED[name], f"{name} has no define_flags()"
-        available = set(entry.get("flags", {}))
-        # Nor may it take a name that absl or TensorFlow define at import (present in every run).
-        libraries = {flag for module, names in defined_at_import.items()
-                     if not module.startswith(("train.", "serving.", "keras_emlnet.")) for flag in names}
-        assert not available & libraries, sorted(available & libraries)
+    # Nothing at import, so it can never clash; its flags come from define_flags().
+    assert name not in defined_at_import, defined_at_import.get(name)
+    assert entry["has_define_flags"], f"{name} has no define_flags()"
+    available = set(entry.get("flags", {}))
+    # Nor may it take a name that absl or TensorFlow define at import (present in every run).
+    libraries = {flag for module, names in defined_at_import.items()
+                 if not module.startswith(("train.", "serving.", "keras_emlnet.")) for flag in names}
+    assert not available & libraries, sorted(available & libraries)
     assert DOCUMENTED[name] <= available, sorted(DOCUMENTED[name] - available)
 
 
-def test_only_the_training_clis_and_their_shared_module_define_flags_at_import(report):
-    cli_modules = set(DOCUMENTED) - IMPORT_TIME - {"train.demo"}
-    assert not cli_modules & set(report["__defined_at_import__"])
-    shared = set(report["__defined_at_import__"][SHARED_MODULE])
-    assert {"data_dir", "dataset", "skip_bad", "batch_size", "seed", "workdir", "input_size"} <= shared
+def test_no_cli_nor_shared_flag_module_defines_flags_at_import(report):
+    ours = [module for module in report["__defined_at_import__"]
+            if module.startswith(("train.", "serving.", "keras_emlnet."))]
+    assert not ours, {module: report["__defined_at_import__"][module] for module in ours}
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_training_clis_share_the_training_flags_and_mark_theirs_required(report, name):
+    entry = report[name]
+    shared = {"data_dir", "dataset", "skip_bad", "batch_size", "seed", "workdir", "input_size", "epochs",
+              "learning_rate", "lr_decay_epochs", "mixed_precision", "distribution", "max_steps"}
+    assert shared <= set(entry["flags"])
+    defaults = {flag: values["default"] for flag, values in entry["flags"].items()}
+    assert defaults["dataset"] == "salicon" and defaults["batch_size"] is None  # None: the recipe's value
+    # Listed by `python -m <cli> --help` as the CLI's own, though defined in train.flags_common.
+    assert shared <= set(entry["key_flags"])
+    for flag in ("data_dir", "workdir"):
+        assert f"--{flag} must have a value" in entry["required_error"], (name, flag)
 
 
 def test_evaluate_keeps_its_defaults_and_lists_the_shared_dataset_flags_as_its_own(report):
@@ -127,10 +137,11 @@ def test_evaluate_keeps_its_defaults_and_lists_the_shared_dataset_flags_as_its_o
     assert defaults["skip_bad"] is False and defaults["precision"] == "float32"
     assert defaults["dataset"] is None  # required here; the training CLIs default to salicon
     assert "dataset" in evaluate["required_error"] and "model" in evaluate["required_error"]
-    # Defined through train.flags_data, yet listed by `python -m train.evaluate --help`.
+    # Defined through train.flags_common, yet listed by `python -m train.evaluate --help`.
     assert {"data_dir", "dataset", "skip_bad", "model"} <= set(evaluate["key_flags"])
-    # The very same definitions as the training CLIs' (train.flags_data).
+    # The very same definitions as the training CLIs' (train.flags_common).
     assert evaluate["flags"]["data_dir"]["help"].startswith("Dataset root folder")
+    assert evaluate["flags"]["data_dir"]["help"] == report["train.encoder"]["flags"]["data_dir"]["help"]
 
 
 def test_batch_score_and_the_serving_clis_keep_their_defaults(report):

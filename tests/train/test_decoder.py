@@ -128,8 +128,7 @@ if kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     training_callbacks.EpochLogger.on_train_batch_end = die
 from train import decoder
-from absl import flags
-flags.mark_flags_as_required(["encoders", "data_dir", "workdir"])
+decoder.define_flags()
 app.run(decoder.main)
 """
 

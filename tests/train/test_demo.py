@@ -127,7 +127,7 @@ def test_server_served_the_trained_model_and_was_stopped(demo_run):
 
 
 def test_server_is_stopped_when_scoring_fails(demo_run, tmp_path, monkeypatch):
-    import serving.client
+    from serving.client import client
 
     result, _ = demo_run
     seen = {}
@@ -135,7 +135,7 @@ def test_server_is_stopped_when_scoring_fails(demo_run, tmp_path, monkeypatch):
     def failing_client(config):
         raise ConnectionError("client failed on purpose")
 
-    monkeypatch.setattr(serving.client, "run_client", failing_client)
+    monkeypatch.setattr(client, "run_client", failing_client)
     config = _tiny_config(tmp_path / "unused")
     images = demo_stages.pick_test_images(result.paths["data"], 1)
     with pytest.raises(ConnectionError, match="on purpose"):
@@ -180,6 +180,24 @@ def test_output_dir_replaces_a_previous_demo_but_never_other_folders(tmp_path):
 def test_config_rejects_bad_settings(field, value):
     with pytest.raises(ValueError, match=field):
         demo_pipeline.DemoConfig(**{field: value})
+
+
+def test_cli_flags_make_the_config_and_bad_sizes_are_usage_errors():
+    from absl import app, flags
+
+    from train import demo
+
+    values = flags.FlagValues()
+    demo.define_flags(values)
+    values(["train.demo", "--out=/tmp/d", "--input_size=64x96", "--image_size=96X128", "--backbones=nasnet",
+            "--encoder_steps=2", "--num_images=8"])
+    assert demo.config_from_flags(values) == demo_pipeline.DemoConfig(
+        out="/tmp/d", backbones=("nasnet",), num_images=8, image_size=(96, 128), input_size=(64, 96),
+        encoder_steps=2)
+    values.unparse_flags()
+    values(["train.demo", "--input_size=64by96"])
+    with pytest.raises(app.UsageError, match="--input_size must be HxW"):
+        demo.config_from_flags(values)
 
 
 @pytest.mark.slow

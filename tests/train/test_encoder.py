@@ -22,7 +22,7 @@ from absl import app, flags
 
 from keras_emlnet import testing
 from keras_emlnet.models import backbones
-from keras_emlnet.data.generate import generate_dataset
+from keras_emlnet.data import generate_dataset
 from train import encoder as encoder_cli
 
 WRAPPER = """
@@ -41,6 +41,7 @@ if kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     training_callbacks.EpochLogger.on_train_batch_end = die
 from train import encoder
+encoder.define_flags()
 app.run(encoder.main)
 """
 
@@ -89,13 +90,18 @@ def test_killed_run_resumes_with_the_same_command(salicon_dir, tmp_path):
 
 @pytest.fixture
 def parsed_flags():
-    """Parses CLI flags in this process; restores the global flag state after."""
+    """Defines the CLI's flags in the global FLAGS (what main reads) and parses; removes them after."""
+    before = set(flags.FLAGS)
+    encoder_cli.define_flags()
 
     def parse(*args):
+        flags.FLAGS.unparse_flags()
         flags.FLAGS(["train.encoder", *args])
 
     yield parse
     flags.FLAGS.unparse_flags()
+    for name in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, name)
 
 
 def test_unknown_backbone_lists_the_registry(parsed_flags, tmp_path):
@@ -124,7 +130,6 @@ def test_skip_bad_then_rerun_with_other_settings(parsed_flags, salicon_dir, tmp_
     assert (workdir / "encoder.keras").exists()
     assert list(json.loads((workdir / "bad_samples.json").read_text())) == [str(corrupt)]
 
-    flags.FLAGS.unparse_flags()
     parsed_flags(*common, "--learning_rate", "0.1")
     with pytest.raises(app.UsageError, match=r"train\.learning_rate: recorded 0\.01, now 0\.1"):
         encoder_cli.main(["train.encoder"])

@@ -16,7 +16,7 @@ HEADERS = ["AUC-Judd", "SIM", "EMD", "AUC-Borji", "sAUC", "CC", "NSS", "KLD", "I
 
 @pytest.fixture(scope="module")
 def cat2000(tmp_path_factory):
-    from keras_emlnet.data.generate import generate_dataset
+    from keras_emlnet.data import generate_dataset
 
     root = str(tmp_path_factory.mktemp("cat2000"))
     generate_dataset("cat2000", root, 6, seed=2, image_size=(36, 64), num_observers=3, num_categories=2)

@@ -3,8 +3,9 @@
 import dataclasses
 
 import pytest
-from absl import flags
+from absl import app, flags
 
+from keras_emlnet import cli
 from keras_emlnet.training.config import TrainConfig
 from train import flags_common
 
@@ -13,12 +14,15 @@ RECIPE = TrainConfig(epochs=5, batch_size=32, learning_rate=0.1, lr_decay_epochs
 
 @pytest.fixture
 def flag_values():
-    def parse(*args):
-        flags.FLAGS(["prog", *args])
-        return flags.FLAGS
+    """Parses arguments into a fresh FlagValues holding the training flags (the global FLAGS stay untouched)."""
 
-    yield parse
-    flags.FLAGS.unparse_flags()
+    def parse(*args):
+        values = flags.FlagValues()
+        flags_common.define_training_flags(values)
+        values(["prog", *args])
+        return values
+
+    return parse
 
 
 def test_unset_flags_keep_the_recipe(flag_values):
@@ -43,18 +47,25 @@ def test_empty_decay_list_means_a_constant_rate(flag_values):
 
 @pytest.mark.parametrize("text, expected", [("480x640", (480, 640)), ("32X48", (32, 48))])
 def test_parse_input_size(text, expected):
-    assert flags_common.parse_input_size(text) == expected
+    assert cli.parse_size(text, "input_size") == expected
 
 
 @pytest.mark.parametrize("text", ["480", "480x", "ax640", "0x640", "1x2x3"])
 def test_parse_input_size_rejects_bad_text(text):
     with pytest.raises(ValueError, match="--input_size"):
-        flags_common.parse_input_size(text)
+        cli.parse_size(text, "input_size")
 
 
 def test_bad_values_name_the_setting(flag_values):
     with pytest.raises(ValueError, match="lr_decay_epochs"):
         flags_common.train_config_from_flags(RECIPE, flag_values("--lr_decay_epochs", "3,a"))
-    flags.FLAGS.unparse_flags()
     with pytest.raises(ValueError, match="learning_rate"):
         flags_common.train_config_from_flags(RECIPE, flag_values("--learning_rate", "-1"))
+
+
+def test_rejected_values_are_usage_errors_naming_the_flag_as_typed(flag_values):
+    # app.run prints a UsageError under the short help, without a traceback.
+    with pytest.raises(app.UsageError, match=r"learning_rate must be > 0.*\(--learning_rate=-1\.0\)"):
+        flags_common.train_config_from_flags(RECIPE, flag_values("--learning_rate", "-1"))
+    with pytest.raises(app.UsageError, match="--input_size must be HxW"):
+        flags_common.train_config_from_flags(RECIPE, flag_values("--input_size", "480by640"))

@@ -9,7 +9,7 @@ import pytest
 
 from keras_emlnet import testing
 from keras_emlnet.training import encoder_stage as encoder_training
-from keras_emlnet.data.generate import generate_dataset
+from keras_emlnet.data import generate_dataset
 from keras_emlnet.training.config import ConfigMismatchError
 
 CONFIG = dataclasses.replace(encoder_training.ENCODER_RECIPE, epochs=1, batch_size=2, input_size=(32, 48))

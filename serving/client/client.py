@@ -1,14 +1,11 @@
-"""Client for the saliency model on TF Serving (official or serving.server).
+"""Client of the saliency model on TF Serving (official or serving.server), over gRPC or REST.
 
-    python -m serving.client --server 127.0.0.1:8500 --model_name emlnet \
-        photo1.jpg photo2.png --out maps/
-    python -m serving.client --rest --server 127.0.0.1:8501 ... # REST instead of gRPC
-
-For each image, writes ``<out>/<stem>_saliency.png`` (the map at the image's
-size, min-max scaled to 8 bits) and ``<out>/<stem>_overlay.png`` (a jet
-heatmap blended over the image), atomically, plus ``<out>/config.json``.
-An image that cannot be read, or that the server rejects, is reported and
-skipped; the others are still written.
+`run_client` (what `python -m serving.client` runs) writes, for each image,
+``<out>/<stem>_saliency.png`` (the map at the image's size, min-max scaled
+to 8 bits) and ``<out>/<stem>_overlay.png`` (a jet heatmap blended over the
+image), atomically, plus ``<out>/config.json``. An image that cannot be
+read, or that the server rejects, is reported and skipped; the others are
+still written. `predict_grpc` and `predict_rest` send one request each.
 """
 
 import base64
@@ -41,7 +38,7 @@ class PredictionError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ClientConfig:
-    """One client run (the CLI flags)."""
+    """One client run (the CLI's flags and IMAGE arguments)."""
 
     server: str
     model_name: str
@@ -202,56 +199,3 @@ def _predict_isolating_bad(predict, config, batch, failed):
     for item in batch:
         pairs.extend(_predict_isolating_bad(predict, config, [item], failed))
     return pairs
-
-
-def main(argv):
-    from absl import flags
-    from absl import logging
-
-    values = flags.FLAGS
-    images = tuple(argv[1:])
-    if not images:
-        raise app_usage_error("give at least one IMAGE path")
-    config = ClientConfig(
-        server=values.server, model_name=values.model_name, images=images, out=values.out,
-        rest=values.rest, signature_name=values.signature_name, version=values.version,
-        batch_size=values.batch_size, timeout_s=values.timeout_s,
-    )
-    written, failed = run_client(config)
-    for path, outputs in written.items():
-        logging.info("%s -> %s", path, ", ".join(outputs))
-    for path, reason in failed.items():
-        logging.error("skipped %s: %s", path, reason)
-    logging.info("%d written, %d skipped; outputs in %s", len(written), len(failed), config.out)
-    return 1 if failed else 0
-
-
-def app_usage_error(message):
-    from absl import app
-
-    return app.UsageError(message)
-
-
-def define_flags(flag_values=None):
-    """Defines this CLI's flags in `flag_values` (default: the global FLAGS) when it runs, never at import."""
-    from absl import flags
-
-    flag_values = flags.FLAGS if flag_values is None else flag_values
-
-    flags.DEFINE_string("server", "127.0.0.1:8500", "host:port of the gRPC (or, with --rest, REST) API.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("model_name", "emlnet", "Model name on the server.", flag_values=flag_values)
-    flags.DEFINE_string("out", None, "Folder for the PNGs.", required=True, flag_values=flag_values)
-    flags.DEFINE_bool("rest", False, "Use the REST API instead of gRPC.", flag_values=flag_values)
-    flags.DEFINE_string("signature_name", "serving_default", "Signature taking image_bytes.",
-                        flag_values=flag_values)
-    flags.DEFINE_integer("version", None, "Model version; default: the one served.", flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 4, "Images per request.", lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_float("timeout_s", 60.0, "Deadline of one request in seconds.", flag_values=flag_values)
-
-
-if __name__ == "__main__":
-    from absl import app
-
-    define_flags()
-    app.run(main)

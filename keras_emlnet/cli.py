@@ -1,0 +1,93 @@
+"""What the command lines (`python -m ...`) share: configs built from flags, HxW sizes.
+
+Every CLI module defines its flags in `define_flags(flag_values)` (called when
+it runs, never at import) and builds its config dataclass with
+`config_from_flags`: a field takes the value of the flag of the same name, so
+a setting is one flag and one field, not a line copied into every CLI. Only
+CLIs import this module (it imports absl); `import keras_emlnet` does not.
+"""
+
+import dataclasses
+import re
+
+from absl import app, flags
+
+
+class FlagError(app.UsageError, ValueError):
+    """A flag value the command cannot use; the message names the flag.
+
+    A UsageError, so `app.run` prints it under the short help and exits 1
+    (no traceback); a ValueError, so a caller outside `app.run` catches it
+    like any other bad value.
+    """
+
+
+def parse_size(text, flag="input_size"):
+    """Parses "HxW" (e.g. "480x640", case-insensitive) into (H, W).
+
+    Args:
+        text: the flag's value.
+        flag: the flag's name, for the error message.
+
+    Returns:
+        (H, W), two positive ints.
+
+    Raises:
+        FlagError: not two positive integers joined by "x" (names --flag).
+    """
+    try:
+        height, width = (int(part) for part in str(text).lower().split("x"))
+    except ValueError:
+        raise FlagError(f"--{flag} must be HxW such as 480x640, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise FlagError(f"--{flag} must be positive, got {text!r}")
+    return height, width
+
+
+def config_from_flags(config_class, flag_values=flags.FLAGS, *, base=None, overrides=None):
+    """Builds a `config_class` (a dataclass) from the flags named as its fields.
+
+    A field takes its entry of `overrides` if any (a value the CLI computes:
+    a parsed size, a default derived from another flag, positional
+    arguments); else the value of the flag of the same name unless that is
+    None (unset); else its value in `base` or, without `base`, the dataclass
+    default. Flags that are no field are ignored (the CLI uses them itself).
+
+    Args:
+        config_class: the dataclass type.
+        flag_values: the parsed absl FlagValues.
+        base: optional `config_class` instance whose values unset flags keep
+            (e.g. a training recipe).
+        overrides: {field name: value}, taking precedence over the flags.
+
+    Returns:
+        The `config_class` instance.
+
+    Raises:
+        FlagError: the dataclass rejected the values (a missing or bad one);
+            the message names the flags of the fields it mentions.
+        TypeError: an override names no field of `config_class` (a bug).
+    """
+    names = [field.name for field in dataclasses.fields(config_class)]
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise TypeError(f"{config_class.__name__} has no fields {unknown}")
+    values = {}
+    for name in names:
+        if name in overrides:
+            values[name] = overrides[name]
+        elif name in flag_values and flag_values[name].value is not None:
+            values[name] = flag_values[name].value
+    try:
+        return config_class(**values) if base is None else dataclasses.replace(base, **values)
+    except (TypeError, ValueError) as error:
+        raise FlagError(_naming_flags(error, names, flag_values)) from None
+
+
+def _naming_flags(error, names, flag_values):
+    """The error's message followed by the flags (as typed) of the fields it mentions."""
+    message = str(error)
+    mentioned = [flag_values[name].serialize() or f"--{name} unset" for name in names
+                 if name in flag_values and re.search(rf"\b{re.escape(name)}\b", message)]
+    return f"{message} ({', '.join(mentioned)})" if mentioned else message

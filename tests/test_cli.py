@@ -1,0 +1,82 @@
+"""keras_emlnet.cli: configs built from the flags named as their fields; errors naming the flag."""
+
+import dataclasses
+
+import pytest
+from absl import app, flags
+
+from keras_emlnet import cli
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    path: str
+    size: tuple = (4, 6)
+    count: int = 2
+    label: str = "default"
+    unflagged: float = 0.5
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ValueError(f"count must be >= 1, got {self.count}")
+
+
+@pytest.fixture
+def parse():
+    def parse(*args):
+        values = flags.FlagValues()
+        flags.DEFINE_string("path", None, "A path.", flag_values=values)
+        flags.DEFINE_string("size", None, "HxW.", flag_values=values)
+        flags.DEFINE_integer("count", 3, "A count.", flag_values=values)
+        flags.DEFINE_string("label", None, "A label.", flag_values=values)
+        flags.DEFINE_bool("verbose", False, "Not a field: the CLI's own.", flag_values=values)
+        values(["prog", *args])
+        return values
+
+    return parse
+
+
+def test_fields_take_the_flags_of_their_name_and_unset_flags_keep_the_default(parse):
+    config = cli.config_from_flags(_Config, parse("--path=a/b", "--verbose"))
+    # count: the flag's default (3) wins over the field's (2); label unset (None): the field's default.
+    assert config == _Config(path="a/b", size=(4, 6), count=3, label="default", unflagged=0.5)
+
+
+def test_overrides_win_over_flags(parse):
+    values = parse("--path=a", "--size=8x10", "--label=mine")
+    config = cli.config_from_flags(_Config, values, overrides={"size": cli.parse_size(values.size, "size"),
+                                                               "label": "computed"})
+    assert (config.size, config.label) == ((8, 10), "computed")
+
+
+def test_base_keeps_its_values_where_flags_are_unset(parse):
+    base = _Config(path="base", count=5, label="recipe", unflagged=2.0)
+    config = cli.config_from_flags(_Config, parse("--path=new"), base=base)
+    assert config == _Config(path="new", count=3, label="recipe", unflagged=2.0)
+
+
+def test_rejected_value_names_the_flag_as_typed(parse):
+    with pytest.raises(cli.FlagError, match=r"count must be >= 1, got 0 \(--count=0\)") as error:
+        cli.config_from_flags(_Config, parse("--path=a", "--count=0"))
+    assert isinstance(error.value, app.UsageError) and isinstance(error.value, ValueError)
+
+
+def test_missing_required_field_names_the_unset_flag(parse):
+    with pytest.raises(cli.FlagError, match="--path unset"):
+        cli.config_from_flags(_Config, parse())
+
+
+def test_override_of_no_field_is_a_bug(parse):
+    with pytest.raises(TypeError, match=r"no fields \['sise'\]"):
+        cli.config_from_flags(_Config, parse("--path=a"), overrides={"sise": (1, 2)})
+
+
+@pytest.mark.parametrize("text, expected", [("480x640", (480, 640)), ("32X48", (32, 48))])
+def test_parse_size(text, expected):
+    assert cli.parse_size(text, "image_size") == expected
+
+
+@pytest.mark.parametrize("text", ["480", "480x", "ax640", "0x640", "1x2x3", None])
+def test_parse_size_rejects_bad_text_naming_the_flag(text):
+    with pytest.raises(cli.FlagError, match="--image_size"):
+        cli.parse_size(text, "image_size")
