@@ -67,10 +67,10 @@ def measure_training(backbone, input_size, batch_size, steps, mixed_precision):
     import numpy as np
 
     import keras_emlnet
-    from keras_emlnet.training import runtime
-    from keras_emlnet.training import fit as training
-    from keras_emlnet.training.config import TrainConfig
     from keras_emlnet.losses import EMLLoss
+    from keras_emlnet.training import fit
+    from keras_emlnet.training import runtime
+    from keras_emlnet.training.config import TrainConfig
 
     with runtime.policy_scope(mixed_precision):
         if backbone == "tiny":
@@ -80,7 +80,7 @@ def measure_training(backbone, input_size, batch_size, steps, mixed_precision):
         else:
             encoder = keras_emlnet.build_encoder(backbone, weights=None, input_size=input_size)
         config = TrainConfig(batch_size=batch_size, input_size=input_size, mixed_precision=mixed_precision)
-        encoder.compile(optimizer=training.make_optimizer(config), loss=EMLLoss(), jit_compile=False)
+        encoder.compile(optimizer=fit.make_optimizer(config), loss=EMLLoss(), jit_compile=False)
         rng = np.random.default_rng(0)
         images = rng.uniform(0, 255, (batch_size,) + input_size + (3,)).astype(np.float32)
         density = rng.uniform(0, 1, (batch_size,) + input_size).astype(np.float32)
@@ -100,7 +100,7 @@ def measure_training(backbone, input_size, batch_size, steps, mixed_precision):
 
 def main(argv):
     del argv
-    from keras_emlnet import atomic_files as io_utils
+    from keras_emlnet import atomic_files
     from keras_emlnet.data import generate_dataset
 
     input_size = cli.parse_size(FLAGS.input_size, "input_size")
@@ -154,7 +154,7 @@ def main(argv):
         print("  training not measured (--train_steps 0)")
     print(f"  peak RSS {peak_mib:.0f} MiB")
     if FLAGS.out:
-        io_utils.write_json_atomic(os.path.join(FLAGS.out, "results.json"), results)
+        atomic_files.write_json_atomic(os.path.join(FLAGS.out, "results.json"), results)
 
 
 if __name__ == "__main__":

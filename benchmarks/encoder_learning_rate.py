@@ -42,8 +42,8 @@ def _non_finite(values):
 def main(argv):
     del argv
     from keras_emlnet import testing
-    from keras_emlnet.training import encoder_stage as encoder_training
     from keras_emlnet.data import generate_dataset
+    from keras_emlnet.training import encoder_stage
 
     height, width = cli.parse_size(FLAGS.input_size, "input_size")
     out = FLAGS.out or tempfile.mkdtemp(prefix="encoder_lr_")
@@ -54,10 +54,10 @@ def main(argv):
     histories = {}
     for rate in FLAGS.learning_rates:
         config = dataclasses.replace(
-            encoder_training.ENCODER_RECIPE, learning_rate=float(rate), epochs=FLAGS.epochs,
+            encoder_stage.ENCODER_RECIPE, learning_rate=float(rate), epochs=FLAGS.epochs,
             batch_size=FLAGS.batch_size, lr_decay_epochs=(FLAGS.decay_epoch,), input_size=(height, width),
         )
-        result = encoder_training.train_encoder(backbone, "salicon", data_dir, config, os.path.join(out, f"lr{rate}"))
+        result = encoder_stage.train_encoder(backbone, "salicon", data_dir, config, os.path.join(out, f"lr{rate}"))
         histories[rate] = result.history
 
     print(f"{FLAGS.backbone} at {height}x{width}, {FLAGS.num_images} generated images, batch {FLAGS.batch_size}")

@@ -23,17 +23,16 @@ Seconds, tiny testing backbones:
     python benchmarks/encoder_memory.py --encoder tiny --joint tiny,tiny --input_size 64x96
 """
 
-import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 
 from absl import app, flags, logging
 
 from keras_emlnet import cli
+
+import fresh_process
 
 flags.DEFINE_string("encoder", "nasnet", "Backbone of the separately trained encoder ('tiny': test backbone).")
 flags.DEFINE_list("joint", ["nasnet", "densenet161"], "Backbones trained together with the decoder.")
@@ -42,7 +41,6 @@ flags.DEFINE_integer("batch_size", 2, "Batch size of the step.", lower_bound=1)
 flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Precisions: float32, bfloat16, float16.")
 flags.DEFINE_integer("steps", 3, "Timed training steps after one untimed (tracing) step.", lower_bound=1)
 flags.DEFINE_string("out", None, "Optional folder for results.json (with the configuration used).")
-flags.DEFINE_string("worker", None, "Internal: JSON of one configuration to measure in this process.")
 
 FLAGS = flags.FLAGS
 
@@ -97,8 +95,8 @@ def _measure(config):
     import numpy as np
     import tensorflow as tf
 
-    from keras_emlnet.training import runtime
     from keras_emlnet.losses import EMLLoss
+    from keras_emlnet.training import runtime
     from keras_emlnet.training.optimizers import TorchSGD
 
     input_size, batch = tuple(config["input_size"]), config["batch_size"]
@@ -139,15 +137,6 @@ def _measure(config):
     return result
 
 
-def _run_worker(config):
-    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(config)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"configuration {config} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def _ratio(a, b):
     return a / b if b else float("nan")
 
@@ -185,8 +174,7 @@ def _report(results, precisions):
 
 def main(argv):
     del argv
-    if FLAGS.worker:
-        print(json.dumps(_measure(json.loads(FLAGS.worker))))
+    if fresh_process.serve_worker(_measure):
         return
     height, width = cli.parse_size(FLAGS.input_size, "input_size")
     common = {"input_size": [height, width], "batch_size": FLAGS.batch_size, "steps": FLAGS.steps}
@@ -195,12 +183,12 @@ def main(argv):
         for precision in FLAGS.precisions:
             config = {**common, "kind": kind, "backbones": backbones, "precision": precision}
             logging.info("measuring %s", config)
-            results.append(_run_worker(config))
+            results.append(fresh_process.run_in_fresh_process(__file__, config))
     print(_report(results, list(FLAGS.precisions)))
     if FLAGS.out:
-        from keras_emlnet import atomic_files as io_utils
+        from keras_emlnet import atomic_files
 
-        io_utils.write_json_atomic(os.path.join(FLAGS.out, "results.json"), {"flags": common, "results": results})
+        atomic_files.write_json_atomic(os.path.join(FLAGS.out, "results.json"), {"flags": common, "results": results})
 
 
 if __name__ == "__main__":

@@ -18,17 +18,16 @@ Smoke run (seconds, tiny testing encoders):
         --batch_sizes 1,2 --iterations 2
 """
 
-import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
 
 from keras_emlnet import cli
+
+import fresh_process
 
 flags.DEFINE_list("backbones", ["nasnet", "densenet161"], "Encoder backbones (registry names), or 'tiny' "
                   "for two tiny testing encoders.")
@@ -38,7 +37,6 @@ flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Precisions to time sid
 flags.DEFINE_integer("warmup", 1, "Untimed calls first (graph tracing, allocator warm-up).", lower_bound=0)
 flags.DEFINE_integer("iterations", 5, "Timed calls per configuration.", lower_bound=1)
 flags.DEFINE_string("out", None, "Optional folder for results.json (with the configuration used).")
-flags.DEFINE_string("worker", None, "Internal: JSON of one configuration to measure in this process.")
 
 FLAGS = flags.FLAGS
 _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -106,15 +104,6 @@ def measure(config):
     }
 
 
-def run_worker(config):
-    """Measures `config` in a fresh Python process; returns its result dict."""
-    command = [sys.executable, os.path.abspath(__file__), f"--worker={json.dumps(config)}"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {config['precision']} batch {config['batch_size']} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def format_table(results, precisions):
     """A text table: one row per batch size, precisions side by side."""
     import numpy as np
@@ -142,8 +131,7 @@ def format_table(results, precisions):
 
 def main(argv):
     del argv
-    if FLAGS.worker:
-        print(json.dumps(measure(json.loads(FLAGS.worker))))
+    if fresh_process.serve_worker(measure):
         return
     precisions = list(FLAGS.precisions)
     unknown = sorted(set(precisions) - set(_POLICIES))
@@ -164,7 +152,7 @@ def main(argv):
                     "maps_path": os.path.join(tmp, f"{precision}_{batch}.npy"),
                 }
                 logging.info("measuring %s", config)
-                result = run_worker(config)
+                result = fresh_process.run_in_fresh_process(__file__, config)
                 result["maps_path"] = config["maps_path"]
                 results.append(result)
                 logging.info("%s", result)

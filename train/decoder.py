@@ -16,7 +16,7 @@ command with one more path (and a new --workdir). Training flags (--epochs,
 from absl import app, flags, logging
 
 from keras_emlnet.models import postprocess
-from keras_emlnet.training import decoder_stage as decoder_training
+from keras_emlnet.training import decoder_stage
 from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
@@ -40,10 +40,10 @@ def define_flags(flag_values=FLAGS):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = flags_common.train_config_from_flags(decoder_training.DECODER_RECIPE)
+    config = flags_common.train_config_from_flags(decoder_stage.DECODER_RECIPE)
     logging.info("training the decoder over %s with %s", FLAGS.encoders, config)
     try:
-        result = decoder_training.train_decoder(
+        result = decoder_stage.train_decoder(
             FLAGS.encoders, FLAGS.dataset, FLAGS.data_dir, config, FLAGS.workdir,
             output_mode=FLAGS.output_mode, blur_sigma=FLAGS.blur_sigma or None, skip_bad=FLAGS.skip_bad,
             callbacks=[EpochLogger()],

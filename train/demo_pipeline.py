@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 
-from keras_emlnet import atomic_files as io_utils
+from keras_emlnet import atomic_files
 from train import demo_stages as stages
 from train.demo_stages import DATASET, MODEL_NAME
 
@@ -177,10 +177,10 @@ def run_demo(config: DemoConfig, *, training_callbacks=(), on_server_started=Non
         value = function(*args, **kwargs)
         result.seconds[name] = round(time.monotonic() - begin, 1)
         _LOG.info("=== %s done in %.0f s (%.0f s in all)", name, result.seconds[name], time.monotonic() - started)
-        io_utils.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
+        atomic_files.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
         return value
 
-    io_utils.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
+    atomic_files.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
     try:
         run_stage("data", stages.generate_data, config, data_dir)
         encoder_paths = run_stage("encoders", stages.train_encoders, config, data_dir, runs, training_callbacks)
@@ -197,7 +197,7 @@ def run_demo(config: DemoConfig, *, training_callbacks=(), on_server_started=Non
     except BaseException as error:
         record.update(status="failed", failed_stage=stage, error=f"{type(error).__name__}: {error}",
                       total_seconds=round(time.monotonic() - started, 1))
-        io_utils.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
+        atomic_files.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
         raise
     result.paths = {
         "data": data_dir, "encoders": encoder_paths, "emlnet": model_path, "eval": os.path.join(out, "eval"),
@@ -205,5 +205,5 @@ def run_demo(config: DemoConfig, *, training_callbacks=(), on_server_started=Non
     }
     record.update(status="ok", total_seconds=round(time.monotonic() - started, 1), paths=result.paths,
                   evaluation=result.summary, scored=result.scored)
-    io_utils.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
+    atomic_files.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
     return result

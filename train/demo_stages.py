@@ -23,10 +23,10 @@ def generate_data(config, data_dir):
 
 def train_encoders(config, data_dir, runs_dir, callbacks):
     """Trains one encoder per backbone; returns their `.keras` paths."""
-    from keras_emlnet.training import encoder_stage as encoder_training
+    from keras_emlnet.training import encoder_stage
 
     recipe = dataclasses.replace(
-        encoder_training.ENCODER_RECIPE, epochs=1, batch_size=config.batch_size, input_size=config.input_size,
+        encoder_stage.ENCODER_RECIPE, epochs=1, batch_size=config.batch_size, input_size=config.input_size,
         steps_per_epoch=config.encoder_steps, max_steps=config.encoder_steps,
         validation_steps=config.validation_steps, seed=config.seed,
     )
@@ -35,7 +35,7 @@ def train_encoders(config, data_dir, runs_dir, callbacks):
         _LOG.info("encoder %s: random initialisation (pretrained ImageNet/Places365 weights cannot be fetched "
                   "on this machine; see README 'Reproducing the paper'), %d steps of batch %d at %dx%d",
                   name, config.encoder_steps, config.batch_size, *config.input_size)
-        result = encoder_training.train_encoder(
+        result = encoder_stage.train_encoder(
             backbone, DATASET, data_dir, recipe, os.path.join(runs_dir, name), callbacks=callbacks)
         paths.append(result.final_model_path)
     return paths
@@ -43,15 +43,15 @@ def train_encoders(config, data_dir, runs_dir, callbacks):
 
 def train_decoder(config, data_dir, encoder_paths, workdir, callbacks):
     """Trains the decoder over the encoders; returns the `emlnet.keras` path."""
-    from keras_emlnet.training import decoder_stage as decoder_training
+    from keras_emlnet.training import decoder_stage
 
     recipe = dataclasses.replace(
-        decoder_training.DECODER_RECIPE, epochs=1, batch_size=config.batch_size, input_size=config.input_size,
+        decoder_stage.DECODER_RECIPE, epochs=1, batch_size=config.batch_size, input_size=config.input_size,
         steps_per_epoch=config.decoder_steps, max_steps=config.decoder_steps,
         validation_steps=config.validation_steps, seed=config.seed,
     )
     blur_sigma = PAPER_BLUR_SIGMA_AT_480 * config.input_size[0] / 480.0
-    result = decoder_training.train_decoder(
+    result = decoder_stage.train_decoder(
         encoder_paths, DATASET, data_dir, recipe, workdir, blur_sigma=blur_sigma, callbacks=callbacks)
     return result.final_model_path
 

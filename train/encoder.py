@@ -13,9 +13,9 @@ continues from the last finished epoch. Training flags (--epochs,
 from absl import app, flags, logging
 
 from keras_emlnet.models.backbones import BACKBONES, get_backbone
-from keras_emlnet.training.config import ConfigMismatchError
-from keras_emlnet.training import encoder_stage as encoder_training
+from keras_emlnet.training import encoder_stage
 from keras_emlnet.training.callbacks import EpochLogger
+from keras_emlnet.training.config import ConfigMismatchError
 from train import flags_common
 
 FLAGS = flags.FLAGS
@@ -39,10 +39,10 @@ def main(argv):
         get_backbone(FLAGS.backbone)
     except ValueError as error:  # an unknown name: the message lists the registry
         raise app.UsageError(str(error)) from None
-    config = flags_common.train_config_from_flags(encoder_training.ENCODER_RECIPE)
+    config = flags_common.train_config_from_flags(encoder_stage.ENCODER_RECIPE)
     logging.info("training encoder %s with %s", FLAGS.backbone, config)
     try:
-        result = encoder_training.train_encoder(
+        result = encoder_stage.train_encoder(
             FLAGS.backbone, FLAGS.dataset, FLAGS.data_dir, config, FLAGS.workdir,
             weights=FLAGS.weights, skip_bad=FLAGS.skip_bad, callbacks=[EpochLogger()],
         )

@@ -18,11 +18,11 @@ import dataclasses
 
 from absl import app, flags, logging
 
-from keras_emlnet.training import decoder_stage as decoder_training
-from keras_emlnet.training import encoder_stage as encoder_training
+from keras_emlnet.training import decoder_stage
+from keras_emlnet.training import encoder_stage
 from keras_emlnet.training import finetune as finetuning
-from keras_emlnet.training.config import ConfigMismatchError
 from keras_emlnet.training.callbacks import EpochLogger
+from keras_emlnet.training.config import ConfigMismatchError
 from train import flags_common
 
 FLAGS = flags.FLAGS
@@ -39,7 +39,7 @@ def define_flags(flag_values=FLAGS):
 def stage_configs(source_input_size, flag_values=FLAGS):
     """(encoder TrainConfig, decoder TrainConfig): the recipes at the source's input size, plus flags."""
     configs = []
-    for recipe in (encoder_training.ENCODER_RECIPE, decoder_training.DECODER_RECIPE):
+    for recipe in (encoder_stage.ENCODER_RECIPE, decoder_stage.DECODER_RECIPE):
         recipe = dataclasses.replace(recipe, input_size=source_input_size)
         configs.append(flags_common.train_config_from_flags(recipe, flag_values))
     return tuple(configs)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from keras_emlnet import atomic_files as io_utils
+from keras_emlnet import atomic_files
 from keras_emlnet.data import cat2000, synthetic
 
 DEFAULT_IMAGE_SIZE = {"salicon": (480, 640), "mit1003": (768, 1024), "cat2000": (1080, 1920)}
@@ -58,7 +58,7 @@ def generate_dataset(dataset, out_dir, num_images, *, seed=0, image_size=None,
     rng = np.random.default_rng(seed)
     writer = {"salicon": _write_salicon, "mit1003": _write_mit1003, "cat2000": _write_cat2000}[dataset]
     config["files"] = writer(rng, out_dir, config)
-    io_utils.write_json_atomic(os.path.join(out_dir, "config.json"), config)
+    atomic_files.write_json_atomic(os.path.join(out_dir, "config.json"), config)
     return config
 
 
@@ -166,11 +166,11 @@ def _write_image(path, array):
         image.save(buffer, format="PNG")
     else:
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    io_utils.write_bytes_atomic(path, buffer.getvalue())
+    atomic_files.write_bytes_atomic(path, buffer.getvalue())
 
 
 def _write_mat(path, contents):
     import scipy.io
 
-    with io_utils.atomic_path(path) as tmp:
+    with atomic_files.atomic_path(path) as tmp:
         scipy.io.savemat(tmp, contents, do_compression=True)  # as MATLAB's default v7

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from keras_emlnet.metrics import _reductions as reductions
 from keras_emlnet.metrics import _checks as inputs
+from keras_emlnet.metrics import _reductions as reductions
 from keras_emlnet.metrics._reductions import blocks as _blocks
 from keras_emlnet.metrics._reductions import shifted_sum
 

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from keras_emlnet import atomic_files as io_utils
+from keras_emlnet import atomic_files
 from keras_emlnet.inference.visualize import map_to_uint8, overlay
 from serving.batch import files as batch_files
 from serving.batch.pipeline import describe_unreadable, image_dataset, make_strategy, strategy_devices
@@ -158,7 +158,7 @@ def score_collection(config, *, predictor=None, strategy=None, make_progress=Non
         "interrupted": True,
         "replicas": strategy.num_replicas_in_sync,
     }
-    io_utils.write_json_atomic(
+    atomic_files.write_json_atomic(
         config_path(config.out, config.shard_index, config.num_shards),
         {
             **dataclasses.asdict(config),
@@ -187,7 +187,7 @@ def score_collection(config, *, predictor=None, strategy=None, make_progress=Non
         elapsed = time.perf_counter() - start
         summary["elapsed_s"] = round(elapsed, 3)
         summary["images_per_s"] = round(summary["scored"] / elapsed, 3) if elapsed > 0 else 0.0
-        io_utils.write_json_atomic(
+        atomic_files.write_json_atomic(
             summary_path(config.out, config.shard_index, config.num_shards), summary
         )
     return summary
@@ -258,16 +258,16 @@ def _write_outputs(job, saliency_map, config, output_mode):
     try:
         paths = output_paths(job, config)
         if "npy" in paths:
-            with io_utils.atomic_path(paths["npy"]) as tmp:
+            with atomic_files.atomic_path(paths["npy"]) as tmp:
                 np.save(tmp, saliency_map.astype(np.float32))
         picture = np.exp(saliency_map) if output_mode == "log_density" else saliency_map
         if "png" in paths:
-            with io_utils.atomic_path(paths["png"]) as tmp:
+            with atomic_files.atomic_path(paths["png"]) as tmp:
                 Image.fromarray(map_to_uint8(picture)).save(tmp, format="PNG")
         if "overlay" in paths:
             with Image.open(job.source) as source:
                 image = np.asarray(source.convert("RGB"))
-            with io_utils.atomic_path(paths["overlay"]) as tmp:
+            with atomic_files.atomic_path(paths["overlay"]) as tmp:
                 Image.fromarray(overlay(image, picture)).save(
                     tmp, format="JPEG", quality=OVERLAY_JPEG_QUALITY
                 )

@@ -18,9 +18,9 @@ import urllib.request
 
 import numpy as np
 
-from keras_emlnet.inference import visualize
 from keras_emlnet.atomic_files import write_bytes_atomic
 from keras_emlnet.atomic_files import write_json_atomic
+from keras_emlnet.inference import visualize
 
 # Formats TF's decode_image reads; others are re-encoded as PNG before sending.
 _SERVER_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")

@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 
-from keras_emlnet import atomic_files as io_utils
+from keras_emlnet import atomic_files
 from keras_emlnet.atomic_files import write_json_atomic
 from serving.export import checks as export_checks
 from serving.export import saliency_module
@@ -159,6 +159,6 @@ def _make_readable(directory):
     # mkdtemp/mkstemp create owner-only entries; a server running as another
     # user (the TF Serving container) must be able to read the version.
     for root, dirs, files in os.walk(directory):
-        os.chmod(root, 0o755 & ~io_utils.UMASK)
+        os.chmod(root, 0o755 & ~atomic_files.UMASK)
         for name in files:
-            os.chmod(os.path.join(root, name), 0o644 & ~io_utils.UMASK)
+            os.chmod(os.path.join(root, name), 0o644 & ~atomic_files.UMASK)

@@ -36,9 +36,9 @@ Serving does not see it):
 
 import tensorflow as tf
 
+from keras_emlnet.inference.predictor import SAVED_MODEL_FUNCTION as PREDICT_MODEL_SIZE
 from keras_emlnet.models.geometry import tf_image_to_model
 from keras_emlnet.models.postprocess import tf_to_original_size
-from keras_emlnet.inference.predictor import SAVED_MODEL_FUNCTION as PREDICT_MODEL_SIZE
 
 PADDING_VALUE = 0.0
 SERVING_DEFAULT = "serving_default"

@@ -14,7 +14,7 @@ otherwise. A port of 0 takes any free port (logged); -1 turns that API off.
 
 import dataclasses
 
-from serving.server import request_batching as batching_lib
+from serving.server import request_batching
 from serving.server.dispatch import RequestDispatcher
 from serving.server.grpc_service import start_grpc_server
 from serving.server.model_registry import ModelRegistry
@@ -85,9 +85,9 @@ class ModelServer:
         config = self.config
         options = None
         if config.enable_batching:
-            options = batching_lib.BatchingOptions()
+            options = request_batching.BatchingOptions()
             if config.batching_parameters_file:
-                options = batching_lib.read_batching_parameters_file(config.batching_parameters_file)
+                options = request_batching.read_batching_parameters_file(config.batching_parameters_file)
         elif config.batching_parameters_file:
             raise ValueError("--batching_parameters_file needs --enable_batching")
         self.registry = ModelRegistry(

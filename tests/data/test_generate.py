@@ -13,8 +13,8 @@ import scipy.io
 import scipy.ndimage
 from PIL import Image
 
-from keras_emlnet.data import iter_eval_samples
 from keras_emlnet.data import generate_dataset
+from keras_emlnet.data import iter_eval_samples
 
 
 def _files(root):

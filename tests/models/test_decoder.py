@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_emlnet.models.geometry import bilinear_resize
 from keras_emlnet.models.decoder import build_decoder
 from keras_emlnet.models.extractor import build_feature_extractor, tap_shapes
+from keras_emlnet.models.geometry import bilinear_resize
 from keras_emlnet.testing import tiny_encoder
 
 TINY_SHAPES = {

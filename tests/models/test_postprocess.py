@@ -3,8 +3,8 @@ import pytest
 import scipy.ndimage
 import tensorflow as tf
 
-from keras_emlnet.models import postprocess
 from keras_emlnet.models import geometry
+from keras_emlnet.models import postprocess
 
 
 def _numpy_output_mode(saliency_map, output_mode):

@@ -22,8 +22,8 @@ def tiny_model(output_mode="minmax", resize_mode="resize"):
 
 def export_tiny(export_base, version=1, *, model=None, output_mode="minmax", resize_mode="resize"):
     """Exports a tiny EMLNet (in-process); returns (model, version_dir)."""
-    from serving.export.export import ExportConfig
     from serving.export.export import export_saliency_model
+    from serving.export.export import ExportConfig
 
     model = model or tiny_model(output_mode, resize_mode)
     config = ExportConfig(model="<in memory>", export_base=str(export_base), version=version,

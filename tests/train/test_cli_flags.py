@@ -10,7 +10,6 @@ cause a clash.
 """
 
 import json
-import os
 import subprocess
 import sys
 

@@ -10,14 +10,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_emlnet.training import decoder_stage as decoder_training
 from keras_emlnet.models.emlnet import EMLNet, build_emlnet
 from keras_emlnet.testing import tiny_encoder
+from keras_emlnet.training import decoder_stage
 from keras_emlnet.training.config import ConfigMismatchError
 
 INPUT_SIZE = (32, 48)
 SMOKE = dataclasses.replace(
-    decoder_training.DECODER_RECIPE, epochs=2, batch_size=2, lr_decay_epochs=(1,), input_size=INPUT_SIZE
+    decoder_stage.DECODER_RECIPE, epochs=2, batch_size=2, lr_decay_epochs=(1,), input_size=INPUT_SIZE
 )
 
 
@@ -35,7 +35,7 @@ def encoder_paths(tmp_path_factory):
 
 def test_trains_only_the_decoder_and_saves_the_inference_model(encoder_paths, generated_datasets, tmp_path):
     workdir = tmp_path / "run"
-    result = decoder_training.train_decoder(
+    result = decoder_stage.train_decoder(
         encoder_paths[:2], "salicon", generated_datasets["salicon"], SMOKE, workdir, output_mode="probability",
         blur_sigma=1.5,
     )
@@ -47,7 +47,7 @@ def test_trains_only_the_decoder_and_saves_the_inference_model(encoder_paths, ge
         INPUT_SIZE, "resize", "probability", 1.5
     )
     # the extractor holds exactly the encoders' weights (frozen) ...
-    encoders = decoder_training.load_encoders(encoder_paths[:2])
+    encoders = decoder_stage.load_encoders(encoder_paths[:2])
     for encoder in encoders:
         prefix = encoder.name.removesuffix("_encoder")
         features = model.extractor.get_layer(f"{prefix}_features")
@@ -72,7 +72,7 @@ def test_mixed_precision_runs_the_extractor_in_bfloat16(encoder_paths, generated
     loaded = []
     load_model = keras.saving.load_model
     monkeypatch.setattr(keras.saving, "load_model", lambda path, **kw: loaded.append(str(path)) or load_model(path, **kw))
-    result = decoder_training.train_decoder(
+    result = decoder_stage.train_decoder(
         encoder_paths[:2], "salicon", generated_datasets["salicon"], config, tmp_path / "run"
     )
     # each encoder file is loaded once (loading NASNet takes ~30 s)
@@ -87,29 +87,29 @@ def test_bad_encoder_files_and_sizes_are_named(encoder_paths, generated_datasets
     data = generated_datasets["salicon"]
     missing = str(tmp_path / "missing.keras")
     with pytest.raises(FileNotFoundError, match="missing.keras"):
-        decoder_training.train_decoder([encoder_paths[0], missing], "salicon", data, SMOKE, tmp_path / "a")
+        decoder_stage.train_decoder([encoder_paths[0], missing], "salicon", data, SMOKE, tmp_path / "a")
     not_a_model = tmp_path / "broken.keras"
     not_a_model.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="broken.keras"):
-        decoder_training.train_decoder([str(not_a_model)], "salicon", data, SMOKE, tmp_path / "b")
+        decoder_stage.train_decoder([str(not_a_model)], "salicon", data, SMOKE, tmp_path / "b")
     other_size = dataclasses.replace(SMOKE, input_size=(64, 96))
     with pytest.raises(ValueError, match="input_size"):
-        decoder_training.train_decoder(encoder_paths[:1], "salicon", data, other_size, tmp_path / "c")
+        decoder_stage.train_decoder(encoder_paths[:1], "salicon", data, other_size, tmp_path / "c")
 
 
 def test_loaded_encoders_carry_their_prefix_and_input_size(encoder_paths, tmp_path):
-    encoders = decoder_training.load_encoders(encoder_paths, input_size=INPUT_SIZE)
+    encoders = decoder_stage.load_encoders(encoder_paths, input_size=INPUT_SIZE)
     assert [(encoder.tap_prefix, encoder.input_size) for encoder in encoders] == [
         ("tiny_a", INPUT_SIZE), ("tiny_b", INPUT_SIZE), ("tiny_c", INPUT_SIZE)]
     other = str(tmp_path / "tiny_d.keras")
     tiny_encoder("tiny_d", (40, 56)).save(other)
-    assert decoder_training.load_encoders([other])[0].input_size == (40, 56)
+    assert decoder_stage.load_encoders([other])[0].input_size == (40, 56)
     with pytest.raises(ValueError, match=r"tiny_d\.keras': \(40, 56\)\}.*input_size \(32, 48\)"):
-        decoder_training.load_encoders([encoder_paths[0], other], input_size=INPUT_SIZE)
+        decoder_stage.load_encoders([encoder_paths[0], other], input_size=INPUT_SIZE)
     not_a_model = tmp_path / "broken.keras"
     not_a_model.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="broken.keras"):
-        decoder_training.load_encoders([str(not_a_model)])
+        decoder_stage.load_encoders([str(not_a_model)])
 
 
 # Runs train.decoder's main; KILL_AT_BATCH=n SIGKILLs the process after n
@@ -164,7 +164,7 @@ def test_cli_with_three_encoders_is_killed_and_resumes(encoder_paths, generated_
     config = json.loads((workdir / "config.json").read_text())
     assert config["runtime"]["resumed_from_epoch"] == 1
     assert config["train"]["batch_size"] == 2 and config["train"]["input_size"] == [32, 48]
-    assert config["train"]["learning_rate"] == decoder_training.DECODER_RECIPE.learning_rate
+    assert config["train"]["learning_rate"] == decoder_stage.DECODER_RECIPE.learning_rate
     with open(workdir / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(row["epoch"]) for row in rows] == [0, 1]
@@ -179,7 +179,7 @@ def test_cli_with_three_encoders_is_killed_and_resumes(encoder_paths, generated_
     # the workdir belongs to this run: other settings are refused, not mixed in
     config = dataclasses.replace(SMOKE, lr_decay_epochs=(1,))
     with pytest.raises(ConfigMismatchError, match="output_mode"):
-        decoder_training.train_decoder(
+        decoder_stage.train_decoder(
             encoder_paths, "salicon", generated_datasets["salicon"], config, workdir, output_mode="minmax"
         )
 

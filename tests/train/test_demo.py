@@ -86,8 +86,8 @@ def test_decoder_trained_over_both_demo_encoders(demo_run):
 
 def test_evaluation_scores_the_val_split_beside_the_center_bias(demo_run):
     from keras_emlnet import metrics
-    from keras_emlnet.evaluation.baselines import center_bias_map
     from keras_emlnet.data import iter_eval_samples
+    from keras_emlnet.evaluation.baselines import center_bias_map
 
     result, _ = demo_run
     rows = {entry["row"]: entry for entry in result.summary}

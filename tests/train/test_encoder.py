@@ -21,8 +21,8 @@ import pytest
 from absl import app, flags
 
 from keras_emlnet import testing
-from keras_emlnet.models import backbones
 from keras_emlnet.data import generate_dataset
+from keras_emlnet.models import backbones
 from train import encoder as encoder_cli
 
 WRAPPER = """

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_emlnet.training import decoder_stage as decoder_training
-from keras_emlnet.training import encoder_stage as encoder_training
+from keras_emlnet.training import decoder_stage
+from keras_emlnet.training import encoder_stage
 from keras_emlnet.training import finetune as finetuning
 from tests.paths import REPO_ROOT
 
@@ -32,8 +32,8 @@ def source_run(generated_datasets, tmp_path_factory):
     for prefix, seed in (("tiny_a", 0),):
         paths.append(str(base / f"{prefix}.keras"))
         tiny_encoder(prefix, input_size=INPUT_SIZE, seed=seed).save(paths[-1])
-    config = dataclasses.replace(decoder_training.DECODER_RECIPE, **{**SMOKE, "max_steps": 1})
-    decoder_training.train_decoder(paths, "salicon", generated_datasets["salicon"], config, str(base / "emlnet"),
+    config = dataclasses.replace(decoder_stage.DECODER_RECIPE, **{**SMOKE, "max_steps": 1})
+    decoder_stage.train_decoder(paths, "salicon", generated_datasets["salicon"], config, str(base / "emlnet"),
                                    output_mode="probability")
     return str(base / "emlnet"), paths
 
@@ -66,7 +66,7 @@ def test_bad_sources_raise_clear_errors(source_run, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"run": {}, "train": {"input_size": [24, 32]}}))
     with pytest.raises(ValueError, match="run.encoders"):
         finetuning.read_source_run(str(tmp_path))
-    wrong = dataclasses.replace(encoder_training.ENCODER_RECIPE, input_size=(48, 64))
+    wrong = dataclasses.replace(encoder_stage.ENCODER_RECIPE, input_size=(48, 64))
     with pytest.raises(ValueError, match="input_size"):
         finetuning.finetune("mit1003", source_run[0], str(tmp_path), str(tmp_path / "run"),
                             encoder_config=wrong, decoder_config=wrong)
@@ -122,8 +122,8 @@ class _InterruptDecoder(keras.callbacks.Callback):
 
 def test_an_interrupted_run_resumes_without_retraining_finished_stages(source_run, generated_datasets, tmp_path):
     workdir, _ = source_run
-    encoder_config = dataclasses.replace(encoder_training.ENCODER_RECIPE, **SMOKE)
-    decoder_config = dataclasses.replace(decoder_training.DECODER_RECIPE, **SMOKE)
+    encoder_config = dataclasses.replace(encoder_stage.ENCODER_RECIPE, **SMOKE)
+    decoder_config = dataclasses.replace(decoder_stage.DECODER_RECIPE, **SMOKE)
     out = str(tmp_path / "cat")
     kwargs = dict(encoder_config=encoder_config, decoder_config=decoder_config)
     with pytest.raises(KeyboardInterrupt):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from keras_emlnet import testing
-from keras_emlnet.training import encoder_stage as encoder_training
 from keras_emlnet.data import generate_dataset
+from keras_emlnet.training import encoder_stage
 from keras_emlnet.training.config import ConfigMismatchError
 
-CONFIG = dataclasses.replace(encoder_training.ENCODER_RECIPE, epochs=1, batch_size=2, input_size=(32, 48))
+CONFIG = dataclasses.replace(encoder_stage.ENCODER_RECIPE, epochs=1, batch_size=2, input_size=(32, 48))
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def backbone_weights(tmp_path_factory):
 
 
 def test_recipe_is_the_papers():
-    recipe = encoder_training.ENCODER_RECIPE
+    recipe = encoder_stage.ENCODER_RECIPE
     assert (recipe.batch_size, recipe.epochs, recipe.lr_decay_epochs, recipe.input_size) == (8, 10, (5,), (480, 640))
     assert (recipe.momentum, recipe.weight_decay, recipe.learning_rate) == (0.9, 1e-4, 0.01)
 
@@ -40,7 +40,7 @@ def test_recipe_is_the_papers():
 def test_trains_saves_and_resumes_without_the_weights_file(salicon_dir, backbone_weights, tmp_path):
     spec = testing.tiny_backbone_spec("tiny", seed=5)
     workdir = tmp_path / "run"
-    first = encoder_training.train_encoder(spec, "salicon", str(salicon_dir), CONFIG, str(workdir),
+    first = encoder_stage.train_encoder(spec, "salicon", str(salicon_dir), CONFIG, str(workdir),
                                            weights=str(backbone_weights))
     assert first.final_model_path == str(workdir / "encoder.keras")
     for metric in ("loss", "nss", "cc", "kld", "sim", "val_loss", "val_nss", "val_cc", "val_kld", "val_sim"):
@@ -59,22 +59,22 @@ def test_trains_saves_and_resumes_without_the_weights_file(salicon_dir, backbone
 
     # Extend the run after the pretrained file is gone: the backup has every weight.
     backbone_weights.unlink()
-    second = encoder_training.train_encoder(spec, "salicon", str(salicon_dir), dataclasses.replace(CONFIG, epochs=2),
+    second = encoder_stage.train_encoder(spec, "salicon", str(salicon_dir), dataclasses.replace(CONFIG, epochs=2),
                                             str(workdir), weights=str(backbone_weights))
     assert second.initial_epoch == 1 and len(second.history["loss"]) == 1
     assert second.steps == 2 * 2  # 4 train images, batch 2, 2 epochs
 
     with pytest.raises(ConfigMismatchError, match="run.dataset"):
-        encoder_training.train_encoder(spec, "mit1003", str(salicon_dir), CONFIG, str(workdir),
+        encoder_stage.train_encoder(spec, "mit1003", str(salicon_dir), CONFIG, str(workdir),
                                        weights=str(backbone_weights))
 
 
 def test_unknown_backbone_lists_the_registry_before_reading_data(tmp_path):
     with pytest.raises(ValueError, match=r"unknown backbone 'vgg16'.*densenet161.*nasnet.*resnet50"):
-        encoder_training.train_encoder("vgg16", "salicon", str(tmp_path / "missing"), CONFIG, str(tmp_path / "run"))
+        encoder_stage.train_encoder("vgg16", "salicon", str(tmp_path / "missing"), CONFIG, str(tmp_path / "run"))
 
 
 def test_unknown_weights_are_refused(tmp_path):
     with pytest.raises(ValueError, match="places365"):
-        encoder_training.train_encoder("nasnet", "salicon", str(tmp_path), CONFIG, str(tmp_path / "run"),
+        encoder_stage.train_encoder("nasnet", "salicon", str(tmp_path), CONFIG, str(tmp_path / "run"),
                                        weights="places365")

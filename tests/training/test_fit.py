@@ -13,10 +13,10 @@ import tensorflow as tf
 from scipy import ndimage
 
 from keras_emlnet import testing
-from keras_emlnet.training import fit as training
-from keras_emlnet.training.config import ConfigMismatchError, TrainConfig
-from keras_emlnet.metrics.keras import NSS
 from keras_emlnet.losses import EMLLoss
+from keras_emlnet.metrics.keras import NSS
+from keras_emlnet.training import fit
+from keras_emlnet.training.config import ConfigMismatchError, TrainConfig
 
 SIZE = (32, 48)
 STEPS_PER_EPOCH = 2  # 8 samples, batch 4
@@ -39,7 +39,7 @@ RUN_SETTINGS = {"stage": "test", "backbone": "tiny"}
 
 
 def run_fit(workdir, config=CONFIG, callbacks=(), val=True):
-    return training.fit(
+    return fit.fit(
         lambda: testing.tiny_encoder(input_size=config.input_size),
         saliency_data(),
         saliency_data(4, seed=1) if val else None,
@@ -143,13 +143,13 @@ def test_rerun_with_other_settings_is_refused(finished):
     with pytest.raises(ConfigMismatchError, match=r"train\.learning_rate: recorded 0\.01, now 0\.1"):
         run_fit(workdir, dataclasses.replace(CONFIG, learning_rate=0.1))
     with pytest.raises(ConfigMismatchError, match=r"run\.backbone"):
-        training.check_resumable(str(workdir), CONFIG, {**RUN_SETTINGS, "backbone": "other"})
+        fit.check_resumable(str(workdir), CONFIG, {**RUN_SETTINGS, "backbone": "other"})
 
 
 def test_more_epochs_or_steps_may_extend_a_run(finished):
     workdir, _ = finished
     for change in ({"epochs": 4}, {"max_steps": 100}):
-        training.check_resumable(str(workdir), dataclasses.replace(CONFIG, **change), RUN_SETTINGS)
+        fit.check_resumable(str(workdir), dataclasses.replace(CONFIG, **change), RUN_SETTINGS)
 
 
 # --- resume after a crash ----------------------------------------------------

@@ -16,8 +16,8 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_emlnet.inference.predictor import predictor_from_keras_model
-from keras_emlnet.testing import tiny_emlnet
 from keras_emlnet.inference.visualize import map_to_uint8
+from keras_emlnet.testing import tiny_emlnet
 from serving.batch import scoring as batch_scoring
 from serving.batch.scoring import ScoreConfig, score_collection
 

@@ -6,20 +6,20 @@ import time
 
 import pytest
 
-from serving.server import request_batching as batching
 from serving.server import errors
+from serving.server import request_batching
 from tests.serving.helpers import REPO_ROOT
 
 
 def test_shipped_batching_parameters_file_parses():
-    options = batching.read_batching_parameters_file(os.path.join(REPO_ROOT, "serving", "batching_parameters.txt"))
+    options = request_batching.read_batching_parameters_file(os.path.join(REPO_ROOT, "serving", "batching_parameters.txt"))
     assert (options.max_batch_size, options.batch_timeout_micros) == (8, 5000)
     assert (options.max_enqueued_batches, options.num_batch_threads) == (100, 2)
     assert options.ignored_fields == ()
 
 
 def test_missing_fields_take_tf_serving_defaults_and_unimplemented_ones_are_reported():
-    options = batching.parse_batching_parameters(
+    options = request_batching.parse_batching_parameters(
         'max_batch_size { value: 3 }\nthread_pool_name { value: "pool" }\nallowed_batch_sizes: 3\n'
     )
     assert options.max_batch_size == 3
@@ -38,7 +38,7 @@ def test_missing_fields_take_tf_serving_defaults_and_unimplemented_ones_are_repo
 )
 def test_bad_batching_parameters_name_the_field(text, fragment):
     with pytest.raises(ValueError, match=fragment) as raised:
-        batching.parse_batching_parameters(text, source="params.txt")
+        request_batching.parse_batching_parameters(text, source="params.txt")
     assert "params.txt" in str(raised.value)
 
 
@@ -68,7 +68,7 @@ class _Recorder:
 
 
 def _scheduler(process, **options):
-    return batching.BatchScheduler(process, batching.BatchingOptions(**options))
+    return request_batching.BatchScheduler(process, request_batching.BatchingOptions(**options))
 
 
 def test_concurrent_tasks_are_merged_per_key_and_answered_in_order():
