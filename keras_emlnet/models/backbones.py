@@ -98,6 +98,16 @@ def _keras_application(application, input_shape, weights):
     return application(include_top=False, weights=weights, input_shape=tuple(input_shape), pooling=None)
 
 
+def _keras_application_spec(name, application, *, imagenet_file, **fields):
+    """A BackboneSpec over a keras.applications model whose ImageNet weights come through Keras's cache."""
+    return BackboneSpec(
+        name=name,
+        constructor=functools.partial(_keras_application, application),
+        weight_sources={"imagenet": f"Keras cache $KERAS_HOME/models/{imagenet_file} (downloaded when absent)"},
+        **fields,
+    )
+
+
 def places365_weights_path():
     """Where `weights="places365"` looks for the converted DenseNet-161 weights."""
     keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
@@ -122,22 +132,15 @@ def _densenet161(input_shape, weights):
 
 
 BACKBONES = {
-    "nasnet": BackboneSpec(
-        name="nasnet",
-        constructor=functools.partial(_keras_application, keras.applications.NASNetLarge),
-        preprocessing="tf",
+    # keras-applications names the file nasnet/NASNet-large-no-top.h5 and caches it as nasnet_large_no_top.h5.
+    "nasnet": _keras_application_spec(
+        "nasnet", keras.applications.NASNetLarge, imagenet_file="nasnet_large_no_top.h5", preprocessing="tf",
         taps=(
             TapSpec("reduce6", "reduction_concat_reduce_6", 1344, 16),
             TapSpec("reduce12", "reduction_concat_reduce_12", 2688, 32),
             TapSpec("final", None, 4032, 32),
         ),
-        final_channels=4032,
-        requires_static_input_shape=True,
-        min_input_size=32,
-        weight_sources={
-            "imagenet": "Keras cache $KERAS_HOME/models/nasnet_large_no_top.h5 "
-            "(= keras-applications nasnet/NASNet-large-no-top.h5, downloaded when absent)",
-        },
+        final_channels=4032, requires_static_input_shape=True, min_input_size=32,
     ),
     "densenet161": BackboneSpec(
         name="densenet161",
@@ -155,9 +158,8 @@ BACKBONES = {
             "places365": f"converted CSAIL checkpoint at $KERAS_HOME/models/{PLACES365_WEIGHTS_FILE}",
         },
     ),
-    "resnet50": BackboneSpec(
-        name="resnet50",
-        constructor=functools.partial(_keras_application, keras.applications.ResNet50),
+    "resnet50": _keras_application_spec(
+        "resnet50", keras.applications.ResNet50, imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         preprocessing="caffe",
         taps=(
             TapSpec("stage2", "conv2_block3_out", 256, 4),
@@ -165,12 +167,7 @@ BACKBONES = {
             TapSpec("stage4", "conv4_block6_out", 1024, 16),
             TapSpec("final", None, 2048, 32),
         ),
-        final_channels=2048,
-        min_input_size=32,
-        weight_sources={
-            "imagenet": "Keras cache $KERAS_HOME/models/"
-            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 (downloaded when absent)",
-        },
+        final_channels=2048, min_input_size=32,
     ),
 }
 
