@@ -14,6 +14,7 @@ from keras_emlnet.models.emlnet import EMLNet, build_emlnet
 from keras_emlnet.testing import tiny_encoder
 from keras_emlnet.training import decoder_stage
 from keras_emlnet.training.config import ConfigMismatchError
+from tests.train import killable_cli
 
 INPUT_SIZE = (32, 48)
 SMOKE = dataclasses.replace(
@@ -112,32 +113,10 @@ def test_loaded_encoders_carry_their_prefix_and_input_size(encoder_paths, tmp_pa
         decoder_stage.load_encoders([str(not_a_model)])
 
 
-# Runs train.decoder's main; KILL_AT_BATCH=n SIGKILLs the process after n
-# trained batches (a hard kill: no cleanup, no final save), as
-# tests/train/test_encoder.py does for train.encoder.
-WRAPPER = """
-import os, signal
-from absl import app
-from keras_emlnet.training import callbacks as training_callbacks
-kill_at = int(os.environ.get("KILL_AT_BATCH", "0"))
-if kill_at:
-    seen = []
-    def die(self, batch, logs=None):
-        seen.append(batch)
-        if len(seen) == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    training_callbacks.EpochLogger.on_train_batch_end = die
-from train import decoder
-decoder.define_flags()
-app.run(decoder.main)
-"""
 
 
 def _cli(args, kill_at_batch=0):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KILL_AT_BATCH": str(kill_at_batch)}
-    return subprocess.run(
-        [sys.executable, "-c", WRAPPER, *args], env=env, capture_output=True, text=True, timeout=600
-    )
+    return killable_cli.run_cli("train.decoder", args, kill_at_batch=kill_at_batch)
 
 
 def test_cli_with_three_encoders_is_killed_and_resumes(encoder_paths, generated_datasets, tmp_path):

@@ -15,34 +15,22 @@ import signal
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 from absl import app, flags
 
+import keras_emlnet
 from keras_emlnet import testing
 from keras_emlnet.data import generate_dataset
 from keras_emlnet.models import backbones
+from tests.train import killable_cli
 from train import encoder as encoder_cli
 
-WRAPPER = """
-import os, signal
-from absl import app
+# The tiny test backbone, registered in the CLI's process.
+TINY_SETUP = """
 from keras_emlnet import testing
 from keras_emlnet.models import backbones
-from keras_emlnet.training import callbacks as training_callbacks
 backbones.BACKBONES["tiny"] = testing.tiny_backbone_spec("tiny")
-kill_at = int(os.environ.get("KILL_AT_BATCH", "0"))
-if kill_at:
-    seen = []
-    def die(self, batch, logs=None):  # a hard kill: no cleanup, no final save
-        seen.append(batch)
-        if len(seen) == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    training_callbacks.EpochLogger.on_train_batch_end = die
-from train import encoder
-encoder.define_flags()
-app.run(encoder.main)
 """
 
 
@@ -53,10 +41,8 @@ def salicon_dir(tmp_path_factory):
     return root
 
 
-def run_cli(args, kill_at_batch=0, module=False):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KILL_AT_BATCH": str(kill_at_batch)}
-    command = [sys.executable, "-m", "train.encoder"] if module else [sys.executable, "-c", WRAPPER]
-    return subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=600)
+def run_cli(args, kill_at_batch=0):
+    return killable_cli.run_cli("train.encoder", args, kill_at_batch=kill_at_batch, setup=TINY_SETUP)
 
 
 def test_killed_run_resumes_with_the_same_command(salicon_dir, tmp_path):
@@ -82,7 +68,7 @@ def test_killed_run_resumes_with_the_same_command(salicon_dir, tmp_path):
     assert json.loads((workdir / "backup" / "state.json").read_text())["step"] == 4
     assert os.listdir(workdir / "logs")  # TensorBoard
 
-    encoder = keras.saving.load_model(workdir / "encoder.keras")
+    encoder = keras_emlnet.load_model(workdir / "encoder.keras")
     assert encoder.name == "tiny_encoder" and encoder.output.shape == (None, 32, 48, 1)
     maps = encoder.predict(np.zeros((1, 32, 48, 3), "float32"), verbose=0)
     assert np.isfinite(maps).all()
@@ -138,12 +124,14 @@ def test_skip_bad_then_rerun_with_other_settings(parsed_flags, salicon_dir, tmp_
 @pytest.mark.slow
 def test_resnet50_smoke_run_through_the_module(salicon_dir, tmp_path):
     workdir = tmp_path / "resnet50"
-    result = run_cli(["--backbone", "resnet50", "--data_dir", str(salicon_dir), "--workdir", str(workdir),
-                      "--input_size", "64x64", "--batch_size", "2", "--epochs", "1", "--max_steps", "1",
-                      "--mixed_precision", "bfloat16"], module=True)
+    args = ["--backbone", "resnet50", "--data_dir", str(salicon_dir), "--workdir", str(workdir),
+            "--input_size", "64x64", "--batch_size", "2", "--epochs", "1", "--max_steps", "1",
+            "--mixed_precision", "bfloat16"]
+    result = subprocess.run([sys.executable, "-m", "train.encoder", *args], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     recorded = json.loads((workdir / "config.json").read_text())
     assert recorded["train"]["mixed_precision"] == "bfloat16" and recorded["run"]["backbone"] == "resnet50"
-    encoder = keras.saving.load_model(workdir / "encoder.keras")
+    encoder = keras_emlnet.load_model(workdir / "encoder.keras")
     assert encoder.get_layer("resnet50_tap_final").dtype_policy.name == "float32"
     assert encoder.output.shape == (None, 64, 64, 1)
