@@ -105,7 +105,7 @@ class DemoResult:
         out: the output folder (absolute).
         seconds: {stage: wall-clock seconds}, in stage order.
         table: the evaluation table as aligned text.
-        summary: the evaluation's per-row means (evaluation_tables.summarize).
+        summary: the evaluation's per-row means (keras_emlnet.evaluation.tables.summarize).
         paths: {what: path} of the main outputs.
         scored: {test image: [map png, overlay png]} written by the client.
     """
