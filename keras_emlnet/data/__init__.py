@@ -1,7 +1,7 @@
 """Datasets (SALICON, MIT1003, CAT2000): readers, splits, generator and the tf.data pipeline.
 
-Names are imported lazily: `import keras_emlnet.models.geometry` (used by
-serving code) must not pull in TensorFlow.
+Names are imported lazily: the readers and the generator are NumPy/PIL code,
+and only the pipeline (`build_dataset`, `build_train_val`) needs TensorFlow.
 """
 
 import importlib

@@ -1,1 +1,1 @@
-"""client"""
+"""The client of TF Serving's gRPC and REST APIs (`python -m serving.client`); `client` holds the library."""
