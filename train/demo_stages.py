@@ -56,13 +56,6 @@ def train_decoder(config, data_dir, encoder_paths, workdir, callbacks):
     return result.final_model_path
 
 
-def load_emlnet(path):
-    """Loads the trained `emlnet.keras` (once: evaluation and export share it)."""
-    from keras_emlnet.models.saving import load_model
-
-    return load_model(path)
-
-
 def evaluate_model(config, model_path, data_dir, eval_dir):
     """Scores the model and the center bias on the val split; writes the tables.
 
@@ -72,12 +65,13 @@ def evaluate_model(config, model_path, data_dir, eval_dir):
     from keras_emlnet.evaluation import evaluate as evaluation
     from keras_emlnet.inference.predictor import predictor_from_keras_model
     from keras_emlnet.inference.progress import ThroughputProgress
+    from keras_emlnet.models.saving import load_model
 
     eval_config = evaluation.EvalConfig(
         dataset=DATASET, data_dir=data_dir, split="val", model_name="EML-NET (demo)", seed=config.seed,
         batch_size=config.batch_size,
     )
-    model = load_emlnet(model_path)
+    model = load_model(model_path)  # once: the export stage reuses it
     predictor = predictor_from_keras_model(model, source=model_path)
     written = evaluation.evaluate_and_write(
         predictor, eval_config, eval_dir, make_progress=lambda total: ThroughputProgress(total, verbose=2).add)

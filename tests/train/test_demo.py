@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import keras_emlnet
+
 from train import demo_pipeline, demo_stages
 
 TINY_INPUT = (32, 48)
@@ -112,7 +114,7 @@ def test_evaluation_scores_the_val_split_beside_the_center_bias(demo_run):
 def test_server_served_the_trained_model_and_was_stopped(demo_run):
     result, server = demo_run
     assert server["alive"] and not _pid_running(server["pid"])
-    model = demo_stages.load_emlnet(result.paths["emlnet"])
+    model = keras_emlnet.load_model(result.paths["emlnet"])
     assert len(result.scored) == 2
     for image_path, (map_png, overlay_png) in result.scored.items():
         assert os.path.dirname(image_path).endswith(os.path.join("images", "test"))
