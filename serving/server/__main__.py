@@ -13,6 +13,8 @@ import threading
 from absl import app, flags, logging
 
 from keras_emlnet import cli
+from serving.server import dispatch
+from serving.server import rest
 from serving.server.server import DEFAULT_MAX_REQUEST_BYTES, ModelServer, ServerConfig
 
 FLAGS = flags.FLAGS
@@ -37,6 +39,22 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES, "Largest request accepted, in bytes.",
                          flag_values=flag_values)
     flags.DEFINE_integer("grpc_max_workers", 16, "Threads answering gRPC calls.", flag_values=flag_values)
+    # Resource bounds (issue 19): over one, a request gets RESOURCE_EXHAUSTED / HTTP 413.
+    flags.DEFINE_integer("max_images_per_request", dispatch.DEFAULT_MAX_IMAGES_PER_REQUEST,
+                         "Most images in one request.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("max_request_pixels", dispatch.DEFAULT_MAX_REQUEST_PIXELS,
+                         "Most decoded pixels in one request (batch x largest H x largest W).",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("max_response_bytes", dispatch.DEFAULT_MAX_RESPONSE_BYTES,
+                         "Largest reply the server builds, in bytes.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("max_image_pixels", None,
+                         "Pixel limit of one image, read from its header before decoding "
+                         "(default: $EMLNET_MAX_IMAGE_PIXELS or 50000000; 0 = no limit).",
+                         lower_bound=0, flag_values=flag_values)
+    flags.DEFINE_integer("rest_api_num_threads", rest.DEFAULT_NUM_THREADS,
+                         "REST connections served at once.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("rest_api_timeout_in_ms", int(rest.DEFAULT_TIMEOUT_S * 1000),
+                         "Time a REST client has to send each request.", lower_bound=1, flag_values=flag_values)
 
 
 def main(argv):
