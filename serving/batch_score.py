@@ -6,8 +6,10 @@
         --precision bfloat16 --shard_index 0 --num_shards 4
 
 Uses every local GPU (MirroredStrategy) or the CPU. Rerun the same command to
-resume: images whose outputs all exist are skipped. Unreadable images are
-listed in batch_score_summary*.json and skipped. See serving/batch/scoring.py.
+resume: images whose outputs all exist are skipped. Unreadable images, images
+over the pixel limit (--max_image_pixels, read from the header before decoding)
+and inputs that are not regular files are listed in batch_score_summary*.json
+and skipped. See serving/batch/scoring.py.
 """
 
 from absl import app, flags, logging
@@ -37,6 +39,10 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("shard_index", 0, "This machine's shard.", lower_bound=0, flag_values=flag_values)
     flags.DEFINE_integer("num_shards", 1, "Machines sharing the collection.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("writer_threads", 4, "Output-writing threads.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("max_image_pixels", None,
+                         "Images whose header declares more pixels are reported and skipped, never decoded "
+                         "(default: $EMLNET_MAX_IMAGE_PIXELS or 50000000; 0 = no limit).",
+                         lower_bound=0, flag_values=flag_values)
     flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.", flag_values=flag_values)
     flags.mark_flags_as_required(["model", "images", "out"], flag_values=flag_values)
 

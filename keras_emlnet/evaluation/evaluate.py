@@ -154,8 +154,7 @@ def collect_fixation_points(dataset, data_dir, split, *, limit=None, skip_bad=Fa
     Reads only fixation files and image headers (not pixels): the pool that
     sAUC's other maps are drawn from.
     """
-    from PIL import Image
-
+    from keras_emlnet import image_files
     from keras_emlnet.data import pipeline, records
 
     reader = pipeline.get_reader(dataset)
@@ -163,9 +162,12 @@ def collect_fixation_points(dataset, data_dir, split, *, limit=None, skip_bad=Fa
     for record in reader.list_samples(data_dir, split, skip_bad=skip_bad, report=report)[:limit]:
         try:
             try:
-                with Image.open(record.image_path) as image:
-                    width, height = image.size
-            except OSError as error:
+                # The upright size, as records.load_rgb decodes the image (EXIF applied).
+                height, width = image_files.read_header(record.image_path).oriented_size
+            except image_files.ImageTooLargeError as error:
+                raise records.BadSampleError(
+                    record.image_path, f"too large ({error.pixels:,} pixels > {error.limit:,})") from error
+            except (OSError, ValueError, SyntaxError) as error:
                 raise records.BadSampleError(record.image_path, f"unreadable image: {error}") from error
             rows, cols = reader.read_fixations(record.fixation_path, (height, width))
         except records.BadSampleError as error:

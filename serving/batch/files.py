@@ -108,17 +108,19 @@ def plan_entries(root, paths):
         One entry per path, in the same order: an ImageJob, or a Rejected
         for a relative path that climbs out of the root or is otherwise
         unsafe, for what is not a regular file (FIFO, device, dangling link),
-        or for a second path to a file already listed.
+        or for a second path to one file (a link to it, a hard link: the file
+        itself is kept, else the first in order).
     """
-    named, seen = [], {}
+    problems = {path: special_file_problem(path) for path in paths}
+    # One path per real file: the file itself rather than a link to it, else the first.
+    chosen = {}
+    for path in sorted((p for p in paths if problems[p] is None), key=os.path.islink):
+        chosen.setdefault(_file_identity(path), path)
+    named = []
     for path in paths:
-        problem = special_file_problem(path)
-        if problem is None:
-            identity = _file_identity(path)
-            if identity in seen:
-                problem = f"the same file as {seen[identity]} (scored once)"
-            else:
-                seen[identity] = path
+        problem = problems[path]
+        if problem is None and chosen[_file_identity(path)] != path:
+            problem = f"the same file as {chosen[_file_identity(path)]} (scored once)"
         if problem is not None:
             named.append((path, UnsafeNameError(problem)))
             continue
@@ -140,7 +142,7 @@ def plan_entries(root, paths):
 
 
 def special_file_problem(path):
-    """Why `path` is not scored as a file (None for a regular file).
+    """Why `path` is not scored (None for a regular file).
 
     Looks with stat (following links), never opens: opening a FIFO blocks.
     """

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from keras_emlnet import atomic_files
+from keras_emlnet import image_files
 from keras_emlnet.inference.visualize import map_to_uint8, overlay
 from serving.batch import files as batch_files
 from serving.batch.pipeline import describe_unreadable, image_dataset, make_strategy, strategy_devices
@@ -48,6 +49,9 @@ class ScoreConfig:
         shard_index, num_shards: this run scores items shard_index,
             shard_index + num_shards, ... of the sorted collection.
         writer_threads: threads encoding and writing outputs.
+        max_image_pixels: images whose header declares more pixels are
+            reported and skipped, never decoded; None = $EMLNET_MAX_IMAGE_PIXELS
+            or 50 M (`keras_emlnet.image_files`), 0 = no limit.
     """
 
     model: str
@@ -60,6 +64,7 @@ class ScoreConfig:
     shard_index: int = 0
     num_shards: int = 1
     writer_threads: int = 4
+    max_image_pixels: int = None
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -177,7 +182,8 @@ def score_collection(config, *, predictor=None, strategy=None, make_progress=Non
             _run(config, predictor, strategy, pending, produced, summary, on_progress, log)
         unread = [i for i in range(len(pending)) if i not in produced]
         for i in unread:
-            failure = {"source": pending[i].source, "error": describe_unreadable(pending[i].source)}
+            failure = {"source": pending[i].source,
+                       "error": describe_unreadable(pending[i].source, max_image_pixels=config.max_image_pixels)}
             log(f"skipped {failure['source']}: {failure['error']}")
             summary["failed"].append(failure)
         if on_progress and unread:
@@ -198,7 +204,8 @@ def _run(config, predictor, strategy, pending, produced, summary, on_progress, l
 
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     dataset = image_dataset(
-        [job.source for job in pending], predictor.input_size, predictor.resize_mode, global_batch
+        [job.source for job in pending], predictor.input_size, predictor.resize_mode, global_batch,
+        max_image_pixels=config.max_image_pixels,
     )
 
     @tf.function
@@ -253,7 +260,7 @@ def _finish(future, summary, on_progress, log):
 
 def _write_outputs(job, saliency_map, config, output_mode):
     """Writes one image's outputs atomically; returns a failure dict or None."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         paths = output_paths(job, config)
@@ -265,12 +272,19 @@ def _write_outputs(job, saliency_map, config, output_mode):
             with atomic_files.atomic_path(paths["png"]) as tmp:
                 Image.fromarray(map_to_uint8(picture)).save(tmp, format="PNG")
         if "overlay" in paths:
-            with Image.open(job.source) as source:
-                image = np.asarray(source.convert("RGB"))
+            # Header checked against the limit before decoding, EXIF applied
+            # (as the map's pipeline did); PIL's DecompressionBombError cannot
+            # escape (it crashed every rerun at the same file, issue 19).
+            try:
+                image = image_files.decode_rgb(job.source, limit=config.max_image_pixels)
+            except image_files.ImageTooLargeError as error:
+                return {"source": job.source, "error": str(error)}
+            except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for bad files
+                return {"source": job.source, "error": f"cannot read the image for its overlay: {error}"}
             with atomic_files.atomic_path(paths["overlay"]) as tmp:
                 Image.fromarray(overlay(image, picture)).save(
                     tmp, format="JPEG", quality=OVERLAY_JPEG_QUALITY
                 )
-    except (batch_files.UnsafeNameError, UnidentifiedImageError) as error:
+    except batch_files.UnsafeNameError as error:
         return {"source": job.source, "error": str(error)}
     return None

@@ -28,6 +28,10 @@ def define_flags(flag_values=FLAGS):
                        flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the representative check and warmup images.",
                          flag_values=flag_values)
+    flags.DEFINE_integer("max_image_pixels", None,
+                         "Pixel limit the SavedModel checks on each image's header before decoding "
+                         "(default: $EMLNET_MAX_IMAGE_PIXELS or 50000000; 0 = no limit).",
+                         lower_bound=0, flag_values=flag_values)
 
 
 def main(argv):

@@ -50,6 +50,8 @@ class ExportConfig:
         parity_tolerance: largest allowed max |SavedModel - Keras| divided by
             max |Keras| over the check images.
         seed: seeds the representative images.
+        max_image_pixels: pixel limit the SavedModel checks on each encoded
+            image's header; None = $EMLNET_MAX_IMAGE_PIXELS or 50 M, 0 = none.
     """
 
     model: str
@@ -58,6 +60,7 @@ class ExportConfig:
     model_name: str = None
     parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
     seed: int = 0
+    max_image_pixels: int = None
 
 
 def load_keras_model(path):
@@ -125,7 +128,8 @@ def export_saliency_model(model, config):
     # Not an integer name, so servers polling export_base ignore it.
     work_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
-        module = saliency_module.SaliencyModule(model, input_size, resize_mode, output_mode)
+        module = saliency_module.SaliencyModule(model, input_size, resize_mode, output_mode,
+                                                max_image_pixels=config.max_image_pixels)
         tf.saved_model.save(module, work_dir, signatures=module.signatures())
         images = export_checks.representative_images(input_size, seed=config.seed)
         requests = export_checks.warmup_requests(images, model_name)
