@@ -222,3 +222,90 @@ def test_a_version_caught_mid_copy_is_retried_and_loaded_once_complete(exported,
     assert [(s.version, s.state, s.error_message) for s in registry.statuses(MODEL)] == [
         (2, "AVAILABLE", ""), (1, "END", "")]
     registry.stop()
+
+
+BOMB = (20000, 20000)  # 400 M pixels in a ~390 KB PNG; 1.2 GB decoded as RGB
+
+
+def _b64(data):
+    import base64
+
+    return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def test_bombs_and_big_images_are_refused_from_their_headers(server):
+    bomb = helpers.png_bomb(*BOMB)
+    code, message = _grpc_predict(server.grpc_port, {"image_bytes": np.array([bomb], dtype=object)})
+    assert code == "RESOURCE_EXHAUSTED" and "image 0 of input 'image_bytes'" in message
+    assert "over the limit of 50,000,000" in message
+    status, body = _rest(server.rest_port, f"/v1/models/{MODEL}:predict", {"instances": [_b64(bomb)]})
+    assert status == 413 and "over the limit of 50,000,000" in body["error"]
+    # Under the per-image limit, over this server's per-request pixels (4 x 64 x 64): measured from the header.
+    small = helpers.png_bytes(np.zeros((200, 100, 3), np.uint8))
+    code, message = _grpc_predict(server.grpc_port, {"image_bytes": np.array([small], dtype=object)})
+    assert code == "RESOURCE_EXHAUSTED" and "20000 pixels" in message
+    # Bytes that are no image: INVALID_ARGUMENT, and the server still answers.
+    assert _grpc_predict(server.grpc_port, {"image_bytes": np.array([b"junk"], dtype=object)})[0] == "INVALID_ARGUMENT"
+    ok = helpers.png_bytes(helpers.distinct_images(1)[0])
+    assert _grpc_predict(server.grpc_port, {"image_bytes": np.array([ok], dtype=object)})[0] == "OK"
+
+
+def _peak_rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+# The server process (TensorFlow + the tiny model) peaks at ~0.75 GB here; the
+# bomb decoded would add 1.2 GB (RGB) and its map 1.6 GB more; the 6000 x 6000
+# REST reply was 723 MB of JSON before the reply cap.
+SERVER_PEAK_RSS_CEILING_BYTES = 1_200_000_000
+
+
+def test_server_memory_stays_bounded_under_bombs(exported):
+    process = helpers.ServerProcess(["--model_base_path", exported[1], "--model_name", MODEL,
+                                     "--grpc_port", "0", "--rest_port", "0"])
+    try:
+        bomb = helpers.png_bomb(*BOMB)
+        big = helpers.png_bomb(6000, 6000)  # 36 M pixels: under the image limit, its JSON reply over the cap
+        for _ in range(3):
+            assert _grpc_predict(process.grpc_port, {"image_bytes": np.array([bomb], dtype=object)})[0] == \
+                "RESOURCE_EXHAUSTED"
+            status, body = _rest(process.rest_port, f"/v1/models/{MODEL}:predict", {"instances": [_b64(bomb)]})
+            assert status == 413
+        status, body = _rest(process.rest_port, f"/v1/models/{MODEL}:predict", {"instances": [_b64(big)]})
+        assert status == 413 and "reply" in body["error"], body
+        peak = _peak_rss_bytes(process.process.pid)
+        print(f"server peak RSS: {peak / 2**20:.0f} MB")
+        assert peak < SERVER_PEAK_RSS_CEILING_BYTES
+    finally:
+        assert process.stop() == 0
+
+
+def test_saved_model_refuses_bombs_before_decoding_and_turns_exif_photos(exported):
+    """The graph itself is bounded, so the official TF Serving is too."""
+    import tensorflow as tf
+
+    from keras_emlnet import image_files
+
+    serve = tf.saved_model.load(os.path.join(exported[1], "1")).signatures["serving_default"]
+    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
+        f.write("5")
+    start = time.monotonic()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 50000000"):
+        serve(image_bytes=tf.constant([helpers.png_bomb(*BOMB)]))
+    assert time.monotonic() - start < 10
+    with open("/proc/self/status") as f:
+        current = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    assert _peak_rss_bytes("self") - current < 300e6  # decoding would take 1.2 GB
+    # An EXIF-rotated JPEG: its map is the map of the upright pixels.
+    stored = helpers.distinct_images(1, seed=2, sizes=((30, 50),))[0]
+    jpeg = helpers.jpeg_with_orientation(stored, 6)
+    decoded = tf.io.decode_jpeg(jpeg, channels=3).numpy()
+    upright = image_files.apply_orientation(decoded, 6)
+    turned = serve(image_bytes=tf.constant([jpeg]))
+    reference = serve(image_bytes=tf.constant([helpers.png_bytes(np.ascontiguousarray(upright))]))
+    assert (int(turned["height"][0]), int(turned["width"][0])) == (50, 30)
+    np.testing.assert_allclose(turned["saliency"].numpy(), reference["saliency"].numpy(), atol=1e-6)
