@@ -13,6 +13,7 @@ CAT2000 is also reported per category. See keras_emlnet/evaluation/evaluate.py.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 
@@ -75,6 +76,7 @@ def default_out_dir(model_path, dataset, split):
 
 def main(argv):
     del argv
+    from keras_emlnet.data.records import BadSampleError
     from keras_emlnet.evaluation.evaluate import EvalConfig, evaluate_and_write
     from keras_emlnet.inference.predictor import load_predictor
     from keras_emlnet.inference.progress import ThroughputProgress
@@ -86,10 +88,16 @@ def main(argv):
     predictor = load_predictor(FLAGS.model, precision=FLAGS.precision)
     logging.info("evaluating %s (%s, %s output) on %s/%s", predictor.source, predictor.kind,
                  predictor.output_mode, config.dataset, config.split)
-    written = evaluate_and_write(
-        predictor, config, out,
-        make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add,
-    )
+    try:
+        written = evaluate_and_write(
+            predictor, config, out,
+            make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add,
+        )
+    except BadSampleError as error:
+        # One line naming the file and the fix, not a traceback through the library.
+        print(f"train.evaluate: bad sample {error}; rerun with --skip_bad to leave bad samples out "
+              "(results.md lists them)", file=sys.stderr)
+        return 1
     for path, problem in sorted(written.results.skipped.items()):
         logging.warning("skipped bad sample %s: %s", path, problem)
     print()

@@ -130,6 +130,29 @@ def _nan_to_none(value):
     return value
 
 
+# results.md lists at most this many left-out samples (results.json has them all).
+MAX_SKIPPED_LISTED = 50
+
+
+def skipped_note(skipped):
+    """results.md's section on the bad samples `--skip_bad` left out ("" when none)."""
+    if not skipped:
+        return ""
+    lines = [
+        "",
+        "### Samples left out",
+        "",
+        f"{len(skipped)} bad sample(s) were left out (`--skip_bad`); the means above are over the "
+        "other images.",
+        "",
+    ]
+    items = sorted(skipped.items())
+    lines += [f"- `{path}`: {problem}" for path, problem in items[:MAX_SKIPPED_LISTED]]
+    if len(items) > MAX_SKIPPED_LISTED:
+        lines.append(f"- ... and {len(items) - MAX_SKIPPED_LISTED} more (results.json lists them all)")
+    return "\n".join(lines) + "\n"
+
+
 def write_results(out_dir, summary, *, per_category=None, per_image=None, info=None, config=None):
     """Writes results.md, results.csv, results.json (and the per-category files, config.json).
 
@@ -151,7 +174,7 @@ def write_results(out_dir, summary, *, per_category=None, per_image=None, info=N
         atomic_files.write_text_atomic(
             paths["category_csv"], format_csv(per_category, group_label="category")
         )
-    atomic_files.write_text_atomic(paths["markdown"], markdown + note)
+    atomic_files.write_text_atomic(paths["markdown"], markdown + note + skipped_note((info or {}).get("skipped")))
     atomic_files.write_text_atomic(paths["csv"], format_csv(summary))
     atomic_files.write_json_atomic(
         paths["json"],

@@ -113,3 +113,25 @@ def test_config_records_what_was_run(cli_run, model_path, cat2000):
     assert config["seed"] == 7 and config["shuffled_others"] == 10
     assert config["rows"] == ["emlnet", "center bias", "published"]
     assert config["input_size"] == [24, 32] and config["output_mode"] == "minmax"
+
+
+def test_bad_sample_without_skip_bad_is_one_line_naming_the_file_and_the_fix(cat2000, model_path, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(cat2000, data)
+    bad = next(str(p) for p in sorted(data.rglob("*.jpg")))
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    command = [sys.executable, "-m", "train.evaluate", f"--model={model_path}", f"--data_dir={data}",
+               "--dataset=cat2000", "--split=all", f"--out={tmp_path / 'eval'}", "--progress=0"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("train.evaluate:")]
+    assert bad in line and "--skip_bad" in line
+    result = subprocess.run(command + ["--skip_bad"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "eval" / "results.md") as f:
+        text = f.read()
+    assert "1 bad sample(s) were left out" in text and bad in text
