@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from keras_emlnet import atomic_files
 from keras_emlnet.evaluation.baselines import DEFAULT_CENTER_BIAS_SIGMA, FolderMaps, center_bias_map
 from keras_emlnet.evaluation.columns import METRIC_KEYS
 from keras_emlnet.evaluation.tables import format_text, summarize, write_results
@@ -292,6 +293,7 @@ def evaluate_and_write(predictor, config, out_dir, *, make_progress=None):
     """
     import tensorflow as tf
 
+    atomic_files.remove_stale_temp_files(out_dir)  # left by a run killed mid-write
     results = evaluate(predictor, config, make_progress=make_progress)
     run_config = {
         **dataclasses.asdict(config),

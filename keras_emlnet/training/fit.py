@@ -176,6 +176,8 @@ def fit(
     with runtime.policy_scope(config.mixed_precision):
         strategy = runtime.make_strategy(config.distribution)
         out_dir = runtime.output_dir(workdir, strategy)
+        for folder in (out_dir, os.path.join(out_dir, "backup"), os.path.join(out_dir, "checkpoints")):
+            atomic_files.remove_stale_temp_files(folder)  # left by a run killed mid-write
         with strategy.scope():
             model = model_fn()
             model.compile(optimizer=make_optimizer(config), loss=loss, metrics=[make() for make in metrics])
@@ -194,6 +196,8 @@ def fit(
         done = start.epoch >= config.epochs or (config.max_steps is not None and start.step >= config.max_steps)
         history = {}
         if not done:
+            # Rows of epochs about to be trained again (a kill after CSVLogger, before the backup).
+            training_callbacks.trim_history(os.path.join(out_dir, "history.csv"), start.epoch)
             train_data = _training_data(train_data, config)
             history = model.fit(
                 train_data,

@@ -152,6 +152,7 @@ def score_collection(config, *, predictor=None, strategy=None, make_progress=Non
         {"source": e.source, "error": e.reason} for e in entries if isinstance(e, batch_files.Rejected)
     ]
     pending = [job for job in jobs if not is_done(job, config)]
+    atomic_files.remove_stale_temp_files(config.out, recursive=True)  # left by a run killed mid-write
     strategy = strategy or make_strategy()
     if predictor is None:
         predictor = load_predictor(config.model, precision=config.precision, strategy=strategy)

@@ -18,6 +18,7 @@ import urllib.request
 
 import numpy as np
 
+from keras_emlnet.atomic_files import remove_stale_temp_files
 from keras_emlnet.atomic_files import write_bytes_atomic
 from keras_emlnet.atomic_files import write_json_atomic
 from keras_emlnet.inference import visualize
@@ -182,6 +183,7 @@ def run_client(config):
         except ValueError as error:
             failed[path] = str(error)
     os.makedirs(config.out, exist_ok=True)
+    remove_stale_temp_files(config.out)  # left by a run killed mid-write
     for start in range(0, len(loaded), config.batch_size):
         batch = loaded[start : start + config.batch_size]
         for (path, image, _), saliency_map in _predict_isolating_bad(predict, config, batch, failed):

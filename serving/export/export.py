@@ -125,8 +125,9 @@ def export_saliency_model(model, config):
     if os.path.exists(final_dir):
         raise FileExistsError(f"{final_dir} exists; export to a new --version")
     os.makedirs(export_base, exist_ok=True)
+    atomic_files.remove_stale_temp_files(export_base)  # an export killed mid-write
     # Not an integer name, so servers polling export_base ignore it.
-    work_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    work_dir = tempfile.mkdtemp(prefix=atomic_files.temp_prefix(str(version)), dir=export_base)
     try:
         module = saliency_module.SaliencyModule(model, input_size, resize_mode, output_mode,
                                                 max_image_pixels=config.max_image_pixels)
