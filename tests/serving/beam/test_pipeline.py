@@ -150,3 +150,40 @@ def test_bad_settings_are_refused_before_the_pipeline_runs(keras_path, images, t
         run(BeamScoreConfig(model=keras_path, images=str(tmp_path / "*.jpg"), out=str(tmp_path / "o")))
     with pytest.raises(FileNotFoundError, match="neither"):
         run(BeamScoreConfig(model=str(tmp_path / "missing.keras"), images=images, out=str(tmp_path / "o")))
+
+
+def test_remote_paths_read_and_write_through_beam_filesystems(keras_path, images, reference):
+    """memtest:// (an in-memory object store, tests/serving/beam/memory_filesystem.py) for
+    the model, the images and the outputs: nothing local but the worker's model copy."""
+    from tests.serving.beam.memory_filesystem import OBJECTS, upload_tree
+
+    upload_tree(images, "memtest://bucket/photos")
+    upload_tree(os.path.dirname(keras_path), "memtest://bucket/model")
+    out = "memtest://bucket/maps"
+    summary = run(BeamScoreConfig(model="memtest://bucket/model/emlnet.keras",
+                                  images="memtest://bucket/photos", out=out, format="npy"))
+    assert summary["scored"] == len(IMAGE_SIZES) and summary["failed_count"] == len(UNREADABLE)
+    assert {os.path.basename(f["source"]) for f in summary["failed"]} == UNREADABLE
+    for name in IMAGE_SIZES:
+        maps = np.load(io.BytesIO(OBJECTS[f"{out}/{name}.npy"][0]))
+        np.testing.assert_allclose(maps, np.load(os.path.join(reference[0], name + ".npy")),
+                                   rtol=1e-5, atol=1e-9, err_msg=name)
+    assert json.loads(OBJECTS[f"{out}/batch_score_config.json"][0])["model_kind"] == "keras"
+    # a glob over the store, and a rerun that finds every output already there
+    again = run(BeamScoreConfig(model="memtest://bucket/model/emlnet.keras",
+                                images="memtest://bucket/photos/**/*.jpg", out=out, format="npy"))
+    assert again["already_done"] == len(IMAGE_SIZES) - 1 and again["scored"] == 0  # e is a PNG
+
+
+def test_a_remote_saved_model_folder_is_copied_whole_to_the_worker(serving_export, tmp_path):
+    from keras_emlnet.inference.predictor import load_predictor
+    from serving.beam.files import localize_model
+    from tests.serving.beam.memory_filesystem import upload_tree
+
+    _, export_base = serving_export
+    upload_tree(os.path.join(export_base, "1"), "memtest://bucket/exports/emlnet/1")
+    local = localize_model("memtest://bucket/exports/emlnet/1/", str(tmp_path))
+    copied = {os.path.relpath(os.path.join(d, f), local) for d, _, fs in os.walk(local) for f in fs}
+    source = os.path.join(export_base, "1")
+    assert copied == {os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs}
+    assert load_predictor(local).kind == "saved_model"
