@@ -1,6 +1,8 @@
 """Batch scoring as an Apache Beam pipeline: the library behind `python -m serving.beam_score`.
 
-    image jobs (planned on the launcher: names, resume)
+    image jobs (planned on the launcher: names, resume; written to `beam_score_plan.jsonl`
+      in the output folder and read back with ReadFromText, which splits it across workers
+      and keeps a million paths out of the job graph)
       → Reshuffle (spread over workers)
       → DecodeForModel (Beam filesystems read + TF decode + geometry; unreadable → dead letter)
       → RunInference(KeyedModelHandler(SaliencyModelHandler)) (model-frame batch → maps at
@@ -28,6 +30,7 @@ from serving.beam import files as beam_files
 from serving.beam.model_handler import ModelInput, SaliencyModelHandler
 
 DEAD_LETTER = "dead_letter"
+PLAN_FILE = "beam_score_plan.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +187,25 @@ class WriteOutputs(beam.DoFn):
         yield source
 
 
+def plan_path(out):
+    """`<out>/beam_score_plan.jsonl`: one {"source", "name"} line per image this run scores."""
+    return beam_files.output_path(out, PLAN_FILE[: -len(".jsonl")], ".jsonl")
+
+
+def write_plan(out, pending):
+    import json
+
+    lines = "".join(json.dumps({"source": s, "name": n}) + "\n" for s, n in pending)
+    beam_files.write_bytes(plan_path(out), lines.encode("utf-8"))
+
+
+def _job_from_line(line):
+    import json
+
+    job = json.loads(line)
+    return job["source"], job["name"]
+
+
 def _failed_batch(failure):
     """RunInference's failed_inferences element (batch, exception) → one dead letter per image."""
     batch, error = failure
@@ -228,7 +250,8 @@ def build_pipeline(pipeline, config, plan, model_info, *, runner, start_time):
     )
     jobs = (
         pipeline
-        | "Jobs" >> beam.Create(plan.pending, reshuffle=False)
+        | "ReadPlan" >> beam.io.ReadFromText(plan_path(config.out))
+        | "ParsePlan" >> beam.Map(_job_from_line)
         | "Spread" >> beam.Reshuffle()
     )
     decoded = jobs | "Decode" >> beam.ParDo(
@@ -300,6 +323,7 @@ def run(config, pipeline_args=(), *, logger=None):
         model_info = {**predictor.config(), "model": config.model}
         del predictor
     plan = plan_run(config)
+    write_plan(config.out, plan.pending)
     beam_files.write_json(
         batch_scoring.config_path(config.out, 0, 1),
         {

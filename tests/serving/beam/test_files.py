@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+pytest.importorskip("apache_beam")  # the `beam` extra (make test installs it; test_package checks)
+
 from serving.batch import files as batch_files
 from serving.beam import files as beam_files
 

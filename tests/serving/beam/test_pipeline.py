@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest.importorskip("apache_beam")  # the `beam` extra (make test installs it; test_package checks)
+
 from keras_emlnet.testing import tiny_emlnet
 from serving.batch.scoring import ScoreConfig, score_collection
 from serving.beam.pipeline import BeamScoreConfig, run
@@ -95,8 +97,8 @@ def test_multi_process_run_writes_batch_score_s_maps(beam_cli_run, reference):
     out, _ = beam_cli_run
     _assert_same_maps(out, reference[0], IMAGE_SIZES, overlays=True)
     written = {os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs}
-    assert written == {os.path.relpath(os.path.join(d, f), reference[0])
-                       for d, _, fs in os.walk(reference[0]) for f in fs}
+    expected = {os.path.relpath(os.path.join(d, f), reference[0]) for d, _, fs in os.walk(reference[0]) for f in fs}
+    assert written == expected | {"beam_score_plan.jsonl"}  # + the jobs the workers read
     assert not [n for n in written if ".tmp-" in n]
 
 
@@ -129,6 +131,10 @@ def test_rerun_skips_finished_images(beam_cli_run, keras_path, images):
     assert os.path.exists(os.path.join(out, "b.png"))
     after = {name: os.stat(os.path.join(out, name + ".npy")).st_mtime_ns for name in IMAGE_SIZES}
     assert {n for n in IMAGE_SIZES if after[n] != before[n]} == {"b"}
+    # nothing left to do: an empty plan still gives a summary
+    done = run(BeamScoreConfig(model=keras_path, images=os.path.join(images, "*.png"), out=out,
+                               format="both", overlays=True, batch_size=2))
+    assert (done["images"], done["already_done"], done["scored"], done["failed"]) == (1, 1, 0, [])
 
 
 def test_saved_model_export_gives_batch_score_s_maps(serving_export, images, tmp_path):
