@@ -207,12 +207,17 @@ def _job_from_line(line):
 
 
 def _failed_batch(failure):
-    """RunInference's failed_inferences element (batch, exception) → one dead letter per image."""
+    """RunInference's failed_inferences element → one dead letter per image of the batch.
+
+    The element is (batch of ((source, name), ModelInput), error), where Beam 2.77 gives the
+    error as (type, repr, traceback lines) rather than the exception itself.
+    """
     batch, error = failure
+    message = error[1] if isinstance(error, tuple) and len(error) > 1 else repr(error)
     for item in batch:
         key = item[0] if isinstance(item, tuple) else None
         source = key[0] if isinstance(key, tuple) else str(key)
-        yield {"source": source, "error": f"inference failed: {type(error).__name__}: {error}"}
+        yield {"source": source, "error": f"inference failed: {message}"}
 
 
 class _WriteSummary(beam.DoFn):

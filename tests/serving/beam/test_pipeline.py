@@ -193,3 +193,23 @@ def test_a_remote_saved_model_folder_is_copied_whole_to_the_worker(serving_expor
     source = os.path.join(export_base, "1")
     assert copied == {os.path.relpath(os.path.join(d, f), source) for d, _, fs in os.walk(source) for f in fs}
     assert load_predictor(local).kind == "saved_model"
+
+
+def test_a_failing_inference_batch_is_a_dead_letter_per_image(keras_path, images, tmp_path, monkeypatch):
+    from serving.beam.model_handler import SaliencyModelHandler
+
+    real = SaliencyModelHandler.run_inference
+
+    def run_inference(self, batch, model, inference_args=None):
+        if any(tuple(example.original_size) == IMAGE_SIZES["b"] for example in batch):
+            raise ValueError("device lost")
+        return real(self, batch, model, inference_args)
+
+    # in-process DirectRunner: the unpickled handler's class is this module's patched class
+    monkeypatch.setattr(SaliencyModelHandler, "run_inference", run_inference)
+    out = str(tmp_path / "out")
+    summary = run(BeamScoreConfig(model=keras_path, images=images, out=out, format="npy", batch_size=1))
+    failed = {os.path.basename(f["source"]): f["error"] for f in summary["failed"]}
+    assert set(failed) == UNREADABLE | {"b.jpg"}
+    assert failed["b.jpg"] == "inference failed: ValueError('device lost')"
+    assert summary["scored"] == len(IMAGE_SIZES) - 1 and not os.path.exists(os.path.join(out, "b.npy"))
