@@ -39,7 +39,7 @@ class SaliencyModelHandler(ModelHandler):
         import tensorflow as tf
 
         from keras_emlnet.inference.predictor import load_predictor
-        from serving.beam.files import localize_model
+        from serving.beam.files import is_local, localize_model
 
         # Several SDK processes may share one GPU: let each grow into it.
         for gpu in tf.config.list_physical_devices("GPU"):
@@ -47,7 +47,9 @@ class SaliencyModelHandler(ModelHandler):
                 tf.config.experimental.set_memory_growth(gpu, True)
             except RuntimeError:  # TF already initialised in this process
                 pass
-        local = localize_model(self._model, tempfile.mkdtemp(prefix="emlnet-model-"))
+        local = self._model
+        if not is_local(local):  # copied once per worker process, for the process's lifetime
+            local = localize_model(local, tempfile.mkdtemp(prefix="emlnet-model-"))
         return load_predictor(local, precision=self._precision)
 
     def run_inference(self, batch, model, inference_args=None):
