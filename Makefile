@@ -9,10 +9,10 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: test test-slow demo install bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-beam.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-beam.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -95,10 +95,18 @@ def plan_entries(root, paths):
         One entry per path, in the same order: an ImageJob, or a Rejected
         for a relative path that climbs out of the root or is otherwise unsafe.
     """
+    return plan_relative_entries(paths, [_relative_parts(path, root) for path in paths])
+
+
+def plan_relative_entries(paths, relative_parts):
+    """`plan_entries` for relative paths the caller computed (`relative_parts[i]`:
+    the components of `paths[i]` below the collection's root), so that paths that
+    are not local files (gs://, s3:// in serving/beam) get the same names.
+    """
     named = []
-    for path in paths:
+    for path, parts in zip(paths, relative_parts, strict=True):
         try:
-            named.append((path, sanitize_relative_name(_relative_parts(path, root))))
+            named.append((path, sanitize_relative_name(parts)))
         except UnsafeNameError as error:
             named.append((path, error))
     stem_counts = collections.Counter(

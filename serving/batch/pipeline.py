@@ -44,17 +44,11 @@ def image_dataset(sources, input_size, resize_mode, global_batch_size):
     """
     import tensorflow as tf
 
-    from keras_emlnet.models.geometry import tf_image_to_model
-
     height, width = (int(v) for v in input_size)
 
     def load(index, path):
-        image = tf.io.decode_image(
-            tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8
-        )
-        image.set_shape([None, None, 3])
-        original_size = tf.shape(image, out_type=tf.int32)[:2]
-        return index, original_size, tf_image_to_model(image, (height, width), resize_mode)
+        image, original_size = decode_for_model(tf.io.read_file(path), (height, width), resize_mode)
+        return index, original_size, image
 
     def pad(index, original_size, images):
         missing = global_batch_size - tf.shape(index)[0]
@@ -77,6 +71,20 @@ def image_dataset(sources, input_size, resize_mode, global_batch_size):
     return dataset.with_options(options)
 
 
+def decode_for_model(data, input_size, resize_mode):
+    """Encoded image bytes (scalar string tensor) → (float32 (H, W, 3) image in the model
+    frame, int32 (2,) original size); graph-safe. The one decode of batch scoring,
+    shared with the Beam pipeline (serving/beam)."""
+    import tensorflow as tf
+
+    from keras_emlnet.models.geometry import tf_image_to_model
+
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    original_size = tf.shape(image, out_type=tf.int32)[:2]
+    return tf_image_to_model(image, tuple(int(v) for v in input_size), resize_mode), original_size
+
+
 def describe_unreadable(path):
     """Why TensorFlow cannot decode `path` (the error's first line)."""
     import tensorflow as tf
@@ -84,9 +92,14 @@ def describe_unreadable(path):
     try:
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except (tf.errors.OpError, OSError, ValueError) as error:
-        lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
-        # Drop TF's "{{function_node ...}}" prefix and " [Op:DecodeImage]" tail.
-        message = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", lines[0] if lines else "")
-        message = re.sub(r"\s*\[Op:\w+\].*$", "", message)
-        return message or type(error).__name__
+        return decode_error_message(error)
     return "dropped by the input pipeline (decodes on retry)"
+
+
+def decode_error_message(error):
+    """A TensorFlow decode error's first line, without TF's graph decorations."""
+    lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
+    # Drop TF's "{{function_node ...}}" prefix and " [Op:DecodeImage]" tail.
+    message = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", lines[0] if lines else "")
+    message = re.sub(r"\s*\[Op:\w+\].*$", "", message)
+    return message or type(error).__name__

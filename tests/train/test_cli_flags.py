@@ -35,6 +35,7 @@ DOCUMENTED = {
     "serving.client": {"server", "model_name", "out", "rest"},
     "serving.batch_score": {"model", "images", "out", "format", "overlays", "precision", "shard_index",
                             "num_shards", "batch_size"},
+    "serving.beam_score": {"model", "images", "out", "format", "overlays", "precision", "batch_size"},
     "train.demo": {"out", "input_size", "encoder_steps", "decoder_steps"},  # its usage lines
 }
 # The training CLIs: their shared flags are train.flags_common's.
