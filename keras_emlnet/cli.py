@@ -91,3 +91,24 @@ def _naming_flags(error, names, flag_values):
     mentioned = [flag_values[name].serialize() or f"--{name} unset" for name in names
                  if name in flag_values and re.search(rf"\b{re.escape(name)}\b", message)]
     return f"{message} ({', '.join(mentioned)})" if mentioned else message
+
+
+def run_main(module):
+    """Runs a CLI module (one with `define_flags` and `main`) as `python -m module` would.
+
+    The console scripts (`emlnet-train-encoder`, ...) call this: absl's
+    `app.run` wants a `main(argv)` and the flags defined first, and its
+    `--help` lists the flags of the module named by `sys.argv[0]` — the
+    script's path here, not the module that defined them — so the module's
+    flags are registered as that path's key flags too.
+
+    Args:
+        module: the imported CLI module.
+    """
+    import sys
+
+    module.define_flags(flags.FLAGS)
+    main_module = sys.argv[0]
+    for flag in flags.FLAGS.flags_by_module_dict().get(module.__name__, []):
+        flags.FLAGS.register_key_flag_for_module(main_module, flag)
+    app.run(module.main)
