@@ -9,6 +9,7 @@ CLIs import this module (it imports absl); `import keras_emlnet` does not.
 
 import dataclasses
 import re
+import sys
 
 from absl import app, flags
 
@@ -100,15 +101,17 @@ def run_main(module):
     `app.run` wants a `main(argv)` and the flags defined first, and its
     `--help` lists the flags of the module named by `sys.argv[0]` — the
     script's path here, not the module that defined them — so the module's
-    flags are registered as that path's key flags too.
+    flags are registered as that path's key flags too, and its usage text
+    (the main module's docstring) is the CLI module's.
 
     Args:
         module: the imported CLI module.
     """
-    import sys
-
     module.define_flags(flags.FLAGS)
     main_module = sys.argv[0]
+    script = sys.modules.get("__main__")
+    if script is not None and not script.__doc__:
+        script.__doc__ = module.__doc__
     for flag in flags.FLAGS.flags_by_module_dict().get(module.__name__, []):
         flags.FLAGS.register_key_flag_for_module(main_module, flag)
     app.run(module.main)
