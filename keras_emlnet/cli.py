@@ -11,7 +11,7 @@ import dataclasses
 import re
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 class FlagError(app.UsageError, ValueError):
@@ -26,9 +26,13 @@ class FlagError(app.UsageError, ValueError):
 def parse_size(text, flag="input_size"):
     """Parses "HxW" (e.g. "480x640", case-insensitive) into (H, W).
 
+    "H,W" (the form `keras_emlnet.data.generate --image_size` used to take)
+    is read as the same size, with a warning saying so: HxW is the one
+    documented form, and an old command line keeps working.
+
     Args:
         text: the flag's value.
-        flag: the flag's name, for the error message.
+        flag: the flag's name, for the messages.
 
     Returns:
         (H, W), two positive ints.
@@ -36,12 +40,19 @@ def parse_size(text, flag="input_size"):
     Raises:
         FlagError: not two positive integers joined by "x" (names --flag).
     """
+    text = str(text)
+    separator = "x"
+    if "," in text and "x" not in text.lower():
+        separator = ","
     try:
-        height, width = (int(part) for part in str(text).lower().split("x"))
+        height, width = (int(part) for part in text.lower().split(separator))
     except ValueError:
         raise FlagError(f"--{flag} must be HxW such as 480x640, got {text!r}") from None
     if height < 1 or width < 1:
         raise FlagError(f"--{flag} must be positive, got {text!r}")
+    if separator == ",":
+        logging.warning("--%s=%s read as %dx%d (height x width); write it as %dx%d", flag, text, height, width,
+                        height, width)
     return height, width
 
 
