@@ -188,3 +188,42 @@ print(len(points), package, sorted(dist.metadata.get_all("Provides-Extra")))
         assert result.returncode in (0, 1), result.stderr[-3000:]
         for text in expected:
             assert text in result.stdout, (script, text, result.stdout[-2000:])
+
+
+def _public_functions():
+    import keras_emlnet
+    from keras_emlnet import metrics
+
+    functions = {name: getattr(keras_emlnet, name) for name in
+                 ("build_encoder", "build_feature_extractor", "build_decoder", "load_model", "get_backbone")}
+    functions["EMLNet.__init__"] = keras_emlnet.EMLNet.__init__
+    functions["EMLLoss.__init__"] = keras_emlnet.EMLLoss.__init__
+    for name in metrics.METRIC_NAMES + ("score_all",):
+        functions[f"metrics.{name}"] = getattr(metrics, name)
+    return functions
+
+
+def test_the_public_api_is_typed():
+    import inspect
+    import typing
+
+    assert (ROOT / "keras_emlnet" / "py.typed").is_file()
+    for name, function in _public_functions().items():
+        signature = inspect.signature(function)
+        missing = [parameter.name for parameter in signature.parameters.values()
+                   if parameter.name != "self" and parameter.kind is not parameter.VAR_KEYWORD
+                   and parameter.annotation is parameter.empty]
+        assert not missing, f"{name}: parameters without a type: {missing}"
+        assert signature.return_annotation is not signature.empty, f"{name}: no return type"
+        typing.get_type_hints(function)  # every annotation resolves
+    # Type checkers see the lazily imported names: the TYPE_CHECKING block imports each of them.
+    import ast
+
+    import keras_emlnet
+
+    tree = ast.parse((ROOT / "keras_emlnet" / "__init__.py").read_text())
+    (block,) = [node for node in tree.body
+                if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"]
+    declared = {alias.asname or alias.name for node in block.body for alias in node.names}
+    assert declared == set(keras_emlnet._LAZY)
+    assert set(keras_emlnet.__all__) == set(keras_emlnet._LAZY) | {"__version__"}
