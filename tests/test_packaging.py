@@ -8,6 +8,7 @@ sees this environment's packages (all but keras-emlnet itself) through a .pth
 file: no index, no download.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -180,6 +181,14 @@ print(len(points), package, sorted(dist.metadata.get_all("Provides-Extra")))
     assert int(count) == len(_pyproject()["scripts"])
     assert package.startswith(str(venv)), package
     assert "'serving'" in extras
+    # A script runs its command with its flags: a tiny dataset written by the installed CLI.
+    out = tmp / "generated"
+    result = subprocess.run([str(venv / "bin" / "emlnet-generate-data"), "--dataset=mit1003", f"--out={out}",
+                             "--num_images=2", "--image_size=30x40", "--seed=3"], cwd=tmp, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["image_size"] == [30, 40]
+    assert len(list((out / "ALLSTIMULI").iterdir())) == 2
     # The scripts run: --help lists each CLI's own flags (absl exits 1 after help).
     for script, expected in (("emlnet-train-encoder", ["--backbone", "--lr_decay_factor", "--weight_decay"]),
                              ("emlnet-serve", ["--model_config_file", "--rest_api_port", "development"])):
