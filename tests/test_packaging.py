@@ -40,39 +40,53 @@ def _ranges():
     return {canonicalize_name(requirement.name): requirement for requirement in parsed}
 
 
-def _locked():
-    """{canonical name: version} of requirements.txt."""
+def _locked(filename):
+    """{canonical name: version} of one lock file."""
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in (ROOT / filename).read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             match = PIN.match(line)
-            assert match, f"requirements.txt: {line!r} is not an exact pin"
+            assert match, f"{filename}: {line!r} is not an exact pin"
             pins[canonicalize_name(match["name"])] = match["version"]
     return pins
 
 
+def _lock_files():
+    """requirements.txt and the extras' locks (requirements-<extra>.txt); not the test-only -dev."""
+    return ["requirements.txt"] + sorted(path.name for path in ROOT.glob("requirements-*.txt")
+                                         if path.name != "requirements-dev.txt")
+
+
 def test_every_locked_pin_satisfies_its_range():
-    ranges, locked = _ranges(), _locked()
-    assert set(locked) == set(ranges), (
-        f"locked without a range: {sorted(set(locked) - set(ranges))}; "
-        f"ranged without a lock: {sorted(set(ranges) - set(locked))}")
-    for name, version in locked.items():
-        assert ranges[name].specifier.contains(version, prereleases=True), \
-            f"{name}=={version} (requirements.txt) is outside {ranges[name]} (pyproject.toml)"
+    ranges = _ranges()
+    runtime = _locked("requirements.txt")
+    # Every runtime pin is declared, and everything declared is locked somewhere.
+    assert not set(runtime) - set(ranges), f"locked without a range: {sorted(set(runtime) - set(ranges))}"
+    locked = {}
+    for filename in _lock_files():
+        for name, version in _locked(filename).items():
+            locked[name] = (filename, version)
+    assert not set(ranges) - set(locked), f"ranged without a lock: {sorted(set(ranges) - set(locked))}"
+    # An extra's lock may also pin packages it pulls in (no range of ours): only ranged ones are checked.
+    for name, (filename, version) in locked.items():
+        if name in ranges:
+            assert ranges[name].specifier.contains(version, prereleases=True), \
+                f"{name}=={version} ({filename}) is outside {ranges[name]} (pyproject.toml)"
 
 
 def test_ranges_are_ranges_and_hold_tensorflow_to_the_tested_minor():
-    ranges = _ranges()
-    for name, requirement in ranges.items():
+    project = _pyproject()
+    for text in project["dependencies"] + project["optional-dependencies"]["serving"]:
+        requirement = Requirement(text)
         assert all(spec.operator != "==" for spec in requirement.specifier), f"{requirement} is a pin"
-    tensorflow = ranges["tensorflow"].specifier
+    tensorflow = _ranges()["tensorflow"].specifier
     assert tensorflow.contains("2.21.0") and tensorflow.contains("2.21.9")
     assert not tensorflow.contains("2.20.1") and not tensorflow.contains("2.22.0")
     # The serving-only packages are an extra, not a requirement of the library.
-    dependencies = {canonicalize_name(Requirement(text).name) for text in _pyproject()["dependencies"]}
+    dependencies = {canonicalize_name(Requirement(text).name) for text in project["dependencies"]}
     assert "tensorflow-serving-api" not in dependencies
-    serving = {canonicalize_name(Requirement(text).name) for text in _pyproject()["optional-dependencies"]["serving"]}
+    serving = {canonicalize_name(Requirement(text).name) for text in project["optional-dependencies"]["serving"]}
     assert {"tensorflow-serving-api", "grpcio"} <= serving
 
 
