@@ -9,8 +9,9 @@ CLIs import this module (it imports absl); `import keras_emlnet` does not.
 
 import dataclasses
 import re
+import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 class FlagError(app.UsageError, ValueError):
@@ -25,9 +26,13 @@ class FlagError(app.UsageError, ValueError):
 def parse_size(text, flag="input_size"):
     """Parses "HxW" (e.g. "480x640", case-insensitive) into (H, W).
 
+    "H,W" (the form `keras_emlnet.data.generate --image_size` used to take)
+    is read as the same size, with a warning saying so: HxW is the one
+    documented form, and an old command line keeps working.
+
     Args:
         text: the flag's value.
-        flag: the flag's name, for the error message.
+        flag: the flag's name, for the messages.
 
     Returns:
         (H, W), two positive ints.
@@ -35,12 +40,19 @@ def parse_size(text, flag="input_size"):
     Raises:
         FlagError: not two positive integers joined by "x" (names --flag).
     """
+    text = str(text)
+    separator = "x"
+    if "," in text and "x" not in text.lower():
+        separator = ","
     try:
-        height, width = (int(part) for part in str(text).lower().split("x"))
+        height, width = (int(part) for part in text.lower().split(separator))
     except ValueError:
         raise FlagError(f"--{flag} must be HxW such as 480x640, got {text!r}") from None
     if height < 1 or width < 1:
         raise FlagError(f"--{flag} must be positive, got {text!r}")
+    if separator == ",":
+        logging.warning("--%s=%s read as %dx%d (height x width); write it as %dx%d", flag, text, height, width,
+                        height, width)
     return height, width
 
 
@@ -91,3 +103,26 @@ def _naming_flags(error, names, flag_values):
     mentioned = [flag_values[name].serialize() or f"--{name} unset" for name in names
                  if name in flag_values and re.search(rf"\b{re.escape(name)}\b", message)]
     return f"{message} ({', '.join(mentioned)})" if mentioned else message
+
+
+def run_main(module):
+    """Runs a CLI module (one with `define_flags` and `main`) as `python -m module` would.
+
+    The console scripts (`emlnet-train-encoder`, ...) call this: absl's
+    `app.run` wants a `main(argv)` and the flags defined first, and its
+    `--help` lists the flags of the module named by `sys.argv[0]` — the
+    script's path here, not the module that defined them — so the module's
+    flags are registered as that path's key flags too, and its usage text
+    (the main module's docstring) is the CLI module's.
+
+    Args:
+        module: the imported CLI module.
+    """
+    module.define_flags(flags.FLAGS)
+    main_module = sys.argv[0]
+    script = sys.modules.get("__main__")
+    if script is not None and not script.__doc__:
+        script.__doc__ = module.__doc__
+    for flag in flags.FLAGS.flags_by_module_dict().get(module.__name__, []):
+        flags.FLAGS.register_key_flag_for_module(main_module, flag)
+    app.run(module.main)

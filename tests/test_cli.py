@@ -76,7 +76,15 @@ def test_parse_size(text, expected):
     assert cli.parse_size(text, "image_size") == expected
 
 
-@pytest.mark.parametrize("text", ["480", "480x", "ax640", "0x640", "1x2x3", None])
+def test_parse_size_reads_the_old_comma_form_and_says_so(caplog):
+    with caplog.at_level("WARNING"):
+        assert cli.parse_size("30,40", "image_size") == (30, 40)
+    assert "--image_size=30,40 read as 30x40" in caplog.text and "write it as 30x40" in caplog.text
+    with pytest.raises(cli.FlagError, match="--image_size"):
+        cli.parse_size("30,x40", "image_size")
+
+
+@pytest.mark.parametrize("text", ["480", "480x", "ax640", "0x640", "1x2x3", "1,2,3", "0,640", None])
 def test_parse_size_rejects_bad_text_naming_the_flag(text):
     with pytest.raises(cli.FlagError, match="--image_size"):
         cli.parse_size(text, "image_size")

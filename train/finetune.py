@@ -29,11 +29,15 @@ FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values=FLAGS):
-    """Defines this CLI's flags in `flag_values`: the shared training flags and --from."""
-    flags_common.define_training_flags(flag_values)
+    """Defines this CLI's flags in `flag_values`: the shared training flags and --from.
+
+    --dataset is required and lists only the fine-tuning datasets (no default: SALICON is what
+    --from was trained on, not a fine-tuning protocol).
+    """
+    flags_common.define_training_flags(flag_values, dataset_default=None, datasets=finetuning.FINETUNE_DATASETS)
     flags.DEFINE_string("from", None, "Workdir of the train.decoder run to fine-tune (holds config.json and "
                         "emlnet.keras).", flag_values=flag_values)
-    flags.mark_flags_as_required(["from", "data_dir", "workdir"], flag_values=flag_values)
+    flags.mark_flags_as_required(["from", "dataset", "data_dir", "workdir"], flag_values=flag_values)
 
 
 def stage_configs(source_input_size, flag_values=FLAGS):

@@ -27,31 +27,32 @@ _RECIPE = "unset: the CLI's recipe value"
 flags.disclaim_key_flags()
 
 
-def define_data_flags(flag_values=flags.FLAGS, *, dataset_default):
+def define_data_flags(flag_values=flags.FLAGS, *, dataset_default, datasets=DATASETS):
     """Defines --data_dir, --dataset and --skip_bad in `flag_values`.
 
     Args:
         flag_values: the absl FlagValues to define them in.
         dataset_default: the default of --dataset; None where the CLI
             requires it (it then marks it required itself).
+        datasets: the --dataset values the CLI accepts.
 
     Returns:
         The names defined.
     """
     flags.DEFINE_string("data_dir", None, "Dataset root folder (see keras_emlnet.data for the expected layout).",
                         flag_values=flag_values)
-    flags.DEFINE_enum("dataset", dataset_default, list(DATASETS), "Which dataset `data_dir` holds.",
+    flags.DEFINE_enum("dataset", dataset_default, list(datasets), "Which dataset `data_dir` holds.",
                       flag_values=flag_values)
     flags.DEFINE_boolean("skip_bad", False, "Report and skip corrupt samples instead of stopping at the first one.",
                          flag_values=flag_values)
     return ("data_dir", "dataset", "skip_bad")
 
 
-def define_training_flags(flag_values=flags.FLAGS):
-    """Defines --workdir, the data flags (--dataset default salicon) and the TrainConfig flags."""
+def define_training_flags(flag_values=flags.FLAGS, *, dataset_default="salicon", datasets=DATASETS):
+    """Defines --workdir, the data flags (--dataset: `dataset_default` among `datasets`) and the TrainConfig flags."""
     flags.DEFINE_string("workdir", None, "Run folder: config.json, backup/, checkpoints/, logs/ and the final "
                         "model. Rerunning the same command there resumes the run.", flag_values=flag_values)
-    define_data_flags(flag_values, dataset_default="salicon")
+    define_data_flags(flag_values, dataset_default=dataset_default, datasets=datasets)
     flags.DEFINE_integer("epochs", None, f"Epochs in all ({_RECIPE}).", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("batch_size", None, f"Global batch size, split across replicas ({_RECIPE}).",
                          lower_bound=1, flag_values=flag_values)

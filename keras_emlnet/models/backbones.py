@@ -209,7 +209,7 @@ def _count_stored_variables(path):
     return count
 
 
-def get_backbone(backbone):
+def get_backbone(backbone: str | BackboneSpec) -> BackboneSpec:
     """Returns the BackboneSpec for a registry name, or `backbone` if it is a spec."""
     if isinstance(backbone, BackboneSpec):
         return backbone

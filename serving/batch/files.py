@@ -111,21 +111,40 @@ def plan_entries(root, paths):
         or for a second path to one file (a link to it, a hard link: the file
         itself is kept, else the first in order).
     """
+    return plan_relative_entries(paths, [_relative_parts(path, root) for path in paths],
+                                 problems=local_file_problems(paths))
+
+
+def local_file_problems(paths):
+    """{path: why it is not scored} for local paths that are not regular files or repeat a file.
+
+    One path per real file (st_dev, st_ino): the file itself rather than a
+    link to it, else the first in order.
+    """
     problems = {path: special_file_problem(path) for path in paths}
-    # One path per real file: the file itself rather than a link to it, else the first.
     chosen = {}
     for path in sorted((p for p in paths if problems[p] is None), key=os.path.islink):
         chosen.setdefault(_file_identity(path), path)
-    named = []
     for path in paths:
-        problem = problems[path]
-        if problem is None and chosen[_file_identity(path)] != path:
-            problem = f"the same file as {chosen[_file_identity(path)]} (scored once)"
-        if problem is not None:
-            named.append((path, UnsafeNameError(problem)))
+        if problems[path] is None and chosen[_file_identity(path)] != path:
+            problems[path] = f"the same file as {chosen[_file_identity(path)]} (scored once)"
+    return {path: problem for path, problem in problems.items() if problem is not None}
+
+
+def plan_relative_entries(paths, relative_parts, *, problems=None):
+    """`plan_entries` for relative paths the caller computed (`relative_parts[i]`:
+    the components of `paths[i]` below the collection's root), so that paths that
+    are not local files (gs://, s3:// in serving/beam) get the same names.
+    `problems` ({path: reason}) rejects paths up front (`local_file_problems`).
+    """
+    problems = problems or {}
+    named = []
+    for path, parts in zip(paths, relative_parts, strict=True):
+        if path in problems:
+            named.append((path, UnsafeNameError(problems[path])))
             continue
         try:
-            named.append((path, sanitize_relative_name(_relative_parts(path, root))))
+            named.append((path, sanitize_relative_name(parts)))
         except UnsafeNameError as error:
             named.append((path, error))
     stem_counts = collections.Counter(

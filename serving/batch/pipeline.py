@@ -54,23 +54,13 @@ def image_dataset(sources, input_size, resize_mode, global_batch_size, *, max_im
     """
     import tensorflow as tf
 
-    from keras_emlnet.models.geometry import tf_image_to_model
-
     height, width = (int(v) for v in input_size)
     limit = image_files.max_image_pixels(max_image_pixels)
 
     def load(index, path):
-        encoded = tf.io.read_file(path)
-        if limit is not None:
-            size = tf.cast(image_files.tf_image_size(encoded), tf.int64)
-            check = tf.debugging.assert_less_equal(size[0] * size[1], tf.constant(limit, tf.int64))
-            with tf.control_dependencies([check]):
-                encoded = tf.identity(encoded)
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
-        image.set_shape([None, None, 3])
-        image = image_files.tf_apply_orientation(image, image_files.tf_exif_orientation(encoded))
-        original_size = tf.shape(image, out_type=tf.int32)[:2]
-        return index, original_size, tf_image_to_model(image, (height, width), resize_mode)
+        image, original_size = decode_for_model(tf.io.read_file(path), (height, width), resize_mode,
+                                                max_image_pixels=limit or 0)
+        return index, original_size, image
 
     def pad(index, original_size, images):
         missing = global_batch_size - tf.shape(index)[0]
@@ -93,6 +83,53 @@ def image_dataset(sources, input_size, resize_mode, global_batch_size, *, max_im
     return dataset.with_options(options)
 
 
+def decode_for_model(data, input_size, resize_mode, *, max_image_pixels=None):
+    """Encoded image bytes (scalar string tensor) → (float32 (H, W, 3) image in the model
+    frame, int32 (2,) upright original size); graph-safe. The one decode of batch scoring,
+    shared with the Beam pipeline (serving/beam).
+
+    The size the header declares is checked against `max_image_pixels` (None:
+    `image_files.max_image_pixels()`, 0: no limit) before decoding (an
+    InvalidArgumentError, like an undecodable file), and a JPEG's EXIF
+    orientation is applied.
+    """
+    import tensorflow as tf
+
+    from keras_emlnet.models.geometry import tf_image_to_model
+
+    limit = image_files.max_image_pixels(max_image_pixels)
+    if limit is not None:
+        size = tf.cast(image_files.tf_image_size(data), tf.int64)
+        check = tf.debugging.assert_less_equal(
+            size[0] * size[1], tf.constant(limit, tf.int64),
+            message=f"image declares more pixels than the limit of {limit}")
+        with tf.control_dependencies([check]):
+            data = tf.identity(data)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    image = image_files.tf_apply_orientation(image, image_files.tf_exif_orientation(data))
+    original_size = tf.shape(image, out_type=tf.int32)[:2]
+    return tf_image_to_model(image, tuple(int(v) for v in input_size), resize_mode), original_size
+
+
+def explain_undecodable(data, *, name=None, max_image_pixels=None):
+    """Why encoded bytes were not decoded: over the pixel limit (read from the header, never
+    decoded), or TensorFlow's decode error; None if they decode."""
+    import tensorflow as tf
+
+    try:
+        image_files.read_header(bytes(data), name=name, limit=max_image_pixels)
+    except image_files.ImageTooLargeError as error:
+        return str(error)
+    except Exception:  # noqa: BLE001 - PIL cannot read it either: TF's reason below
+        pass
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+    except (tf.errors.OpError, OSError, ValueError) as error:
+        return decode_error_message(error)
+    return None
+
+
 def describe_unreadable(path, *, max_image_pixels=None):
     """Why `path` was dropped: over the pixel limit (from its header), or TensorFlow's decode error."""
     import tensorflow as tf
@@ -106,9 +143,14 @@ def describe_unreadable(path, *, max_image_pixels=None):
     try:
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except (tf.errors.OpError, OSError, ValueError) as error:
-        lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
-        # Drop TF's "{{function_node ...}}" prefix and " [Op:DecodeImage]" tail.
-        message = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", lines[0] if lines else "")
-        message = re.sub(r"\s*\[Op:\w+\].*$", "", message)
-        return message or type(error).__name__
+        return decode_error_message(error)
     return "dropped by the input pipeline (decodes on retry)"
+
+
+def decode_error_message(error):
+    """A TensorFlow decode error's first line, without TF's graph decorations."""
+    lines = (getattr(error, "message", None) or str(error)).strip().splitlines()
+    # Drop TF's "{{function_node ...}}" prefix and " [Op:DecodeImage]" tail.
+    message = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", lines[0] if lines else "")
+    message = re.sub(r"\s*\[Op:\w+\].*$", "", message)
+    return message or type(error).__name__

@@ -15,6 +15,7 @@ interrupted.
 import collections
 import concurrent.futures
 import dataclasses
+import io
 import os
 import time
 
@@ -259,33 +260,65 @@ def _finish(future, summary, on_progress, log):
         on_progress(1)
 
 
+class UnreadableImageError(ValueError):
+    """The source image could not be read again for its overlay."""
+
+
 def _write_outputs(job, saliency_map, config, output_mode):
     """Writes one image's outputs atomically; returns a failure dict or None."""
-    from PIL import Image
+
+    def read_image():
+        # Header checked against the limit before decoding, EXIF applied (as
+        # the map's pipeline did); PIL's DecompressionBombError cannot escape
+        # (it crashed every rerun at the same file, issue 19).
+        try:
+            return image_files.decode_rgb(job.source, limit=config.max_image_pixels)
+        except image_files.ImageTooLargeError:
+            raise
+        except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for a bad image
+            raise UnreadableImageError(f"cannot read the image for its overlay: {error}") from error
 
     try:
         paths = output_paths(job, config)
-        if "npy" in paths:
-            with atomic_files.atomic_path(paths["npy"]) as tmp:
-                np.save(tmp, saliency_map.astype(np.float32))
-        picture = np.exp(saliency_map) if output_mode == "log_density" else saliency_map
-        if "png" in paths:
-            with atomic_files.atomic_path(paths["png"]) as tmp:
-                Image.fromarray(map_to_uint8(picture)).save(tmp, format="PNG")
-        if "overlay" in paths:
-            # Header checked against the limit before decoding, EXIF applied
-            # (as the map's pipeline did); PIL's DecompressionBombError cannot
-            # escape (it crashed every rerun at the same file, issue 19).
-            try:
-                image = image_files.decode_rgb(job.source, limit=config.max_image_pixels)
-            except image_files.ImageTooLargeError as error:
-                return {"source": job.source, "error": str(error)}
-            except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for bad files
-                return {"source": job.source, "error": f"cannot read the image for its overlay: {error}"}
-            with atomic_files.atomic_path(paths["overlay"]) as tmp:
-                Image.fromarray(overlay(image, picture)).save(
-                    tmp, format="JPEG", quality=OVERLAY_JPEG_QUALITY
-                )
-    except batch_files.UnsafeNameError as error:
+        # Every output is encoded before any is written: a failure writes nothing.
+        for kind, data in encode_outputs(paths, saliency_map, output_mode, read_image).items():
+            atomic_files.write_bytes_atomic(paths[kind], data)
+    except (batch_files.UnsafeNameError, image_files.ImageTooLargeError, UnreadableImageError) as error:
         return {"source": job.source, "error": str(error)}
     return None
+
+
+def encode_outputs(kinds, saliency_map, output_mode, read_image):
+    """One image's output files as bytes: {kind: bytes} for each of `kinds`, in write order.
+
+    The one encoding of batch scoring's files, shared with the Beam pipeline
+    (serving/beam), which writes them through Beam's filesystems.
+
+    Args:
+        kinds: output kinds among "npy" (float32 map in the output mode), "png"
+            (8-bit min-max of the map, of exp(map) for log_density) and "overlay"
+            (JPEG heatmap over the image); `ScoreConfig.suffixes`' keys.
+        saliency_map: (h, w) map at the image's original size.
+        output_mode: the model's output mode.
+        read_image: callable returning the original image, RGB uint8 (h, w, 3);
+            called only for an overlay.
+    """
+    from PIL import Image
+
+    encoded = {}
+    if "npy" in kinds:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(saliency_map).astype(np.float32))
+        encoded["npy"] = buffer.getvalue()
+    picture = np.exp(saliency_map) if output_mode == "log_density" else saliency_map
+    if "png" in kinds:
+        buffer = io.BytesIO()
+        Image.fromarray(map_to_uint8(picture)).save(buffer, format="PNG")
+        encoded["png"] = buffer.getvalue()
+    if "overlay" in kinds:
+        buffer = io.BytesIO()
+        Image.fromarray(overlay(read_image(), picture)).save(
+            buffer, format="JPEG", quality=OVERLAY_JPEG_QUALITY
+        )
+        encoded["overlay"] = buffer.getvalue()
+    return encoded
