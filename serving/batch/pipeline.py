@@ -90,8 +90,9 @@ def decode_for_model(data, input_size, resize_mode, *, max_image_pixels=None):
 
     The size the header declares is checked against `max_image_pixels` (None:
     `image_files.max_image_pixels()`, 0: no limit) before decoding (an
-    InvalidArgumentError, like an undecodable file), and a JPEG's EXIF
-    orientation is applied.
+    InvalidArgumentError, like an undecodable file), a GIF is cut to its first
+    frame (`image_files.tf_gif_first_frame`), and a JPEG's EXIF orientation is
+    applied.
     """
     import tensorflow as tf
 
@@ -105,6 +106,7 @@ def decode_for_model(data, input_size, resize_mode, *, max_image_pixels=None):
             message=f"image declares more pixels than the limit of {limit}")
         with tf.control_dependencies([check]):
             data = tf.identity(data)
+    data = image_files.tf_gif_first_frame(data)  # decode_image would decode every frame of an animation
     image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
     image.set_shape([None, None, 3])
     image = image_files.tf_apply_orientation(image, image_files.tf_exif_orientation(data))

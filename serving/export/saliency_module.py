@@ -23,7 +23,9 @@ from its header (`image_files.tf_image_size`) and an image over
 $EMLNET_MAX_IMAGE_PIXELS, else 50 M) fails with InvalidArgument before it is
 decoded, also on the official TF Serving; a JPEG's EXIF orientation is
 applied (`tf_exif_orientation`, `tf_apply_orientation`), so ``height`` and
-``width`` are the upright size, as image viewers show it.
+``width`` are the upright size, as image viewers show it. A GIF is cut to its
+first frame before decoding (`tf_gif_first_frame`): the decoder would decode
+every frame of an animation to keep the first.
 
 Each image goes through the model's own geometry (`resize_mode`,
 `keras_emlnet.models.geometry.tf_image_to_model`) and its map is brought back
@@ -98,6 +100,7 @@ class SaliencyModule(tf.Module):
 
         def decode(encoded):
             encoded = _check_pixels(encoded, self._max_image_pixels)
+            encoded = image_files.tf_gif_first_frame(encoded)  # decode_image decodes every GIF frame
             image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
             image.set_shape([None, None, 3])
             image = image_files.tf_apply_orientation(image, image_files.tf_exif_orientation(encoded))

@@ -153,3 +153,17 @@ def jpeg_with_orientation(image, orientation):
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
     return buffer.getvalue()
+
+
+def gif_animation_bomb(height, width, frames):
+    """A GIF of `frames` full frames (black / white alternating): ~4.7 KB a frame at 2000 x 2000,
+    3 x height x width bytes a frame once decoded."""
+    import io
+
+    from PIL import Image
+
+    black, white = Image.new("L", (width, height), 0), Image.new("L", (width, height), 255)
+    sequence = [black, white] * (frames // 2)
+    buffer = io.BytesIO()
+    sequence[0].save(buffer, format="GIF", save_all=True, append_images=sequence[1:], duration=10, optimize=False)
+    return buffer.getvalue()

@@ -300,6 +300,17 @@ def test_saved_model_refuses_bombs_before_decoding_and_turns_exif_photos(exporte
     with open("/proc/self/status") as f:
         current = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
     assert _peak_rss_bytes("self") - current < 300e6  # decoding would take 1.2 GB
+    # A GIF animation: its header declares one 2000 x 2000 frame (4 M pixels, under the limit),
+    # but the decoder would decode all 200 (2.4 GB RGB, measured 500 MB / 6 s before the cut).
+    animation = helpers.gif_animation_bomb(2000, 2000, 200)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    with open("/proc/self/status") as f:
+        current = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    start = time.monotonic()
+    result = serve(image_bytes=tf.constant([animation]))
+    assert (int(result["height"][0]), int(result["width"][0])) == (2000, 2000)
+    assert time.monotonic() - start < 5 and _peak_rss_bytes("self") - current < 200e6
     # An EXIF-rotated JPEG: its map is the map of the upright pixels.
     stored = helpers.distinct_images(1, seed=2, sizes=((30, 50),))[0]
     jpeg = helpers.jpeg_with_orientation(stored, 6)
