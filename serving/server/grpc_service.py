@@ -112,8 +112,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             version, signature_defs = self._dispatcher.metadata(
                 request.model_spec.name, _requested_version(request.model_spec)
             )
-        except errors.ServingError as error:
-            context.abort(error.grpc_code, error.message)
+        except Exception as error:  # noqa: BLE001 - every failure gets a status
+            context.abort(*_status_of(error))
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = version
@@ -147,8 +147,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             statuses = self._dispatcher.statuses(
                 request.model_spec.name, _requested_version(request.model_spec)
             )
-        except errors.ServingError as error:
-            context.abort(error.grpc_code, error.message)
+        except Exception as error:  # noqa: BLE001 - every failure gets a status
+            context.abort(*_status_of(error))
         return status_response(statuses)
 
 

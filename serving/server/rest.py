@@ -262,7 +262,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def parse_request(self):
         if self.server.watchdog.timed_out(self.connection):
-            # The watchdog cut the request line or headers short.
+            # The watchdog cut the request line or headers short: answer 408 as HTTP/1.1
+            # (what parse_request would have set is not there yet).
+            self.command, self.request_version, self.requestline = None, "HTTP/1.1", ""
             self.close_connection = True
             self._send(408, {"error": f"the request was not sent within {self.server.request_timeout_s:g} s"})
             return False

@@ -169,17 +169,21 @@ def test_stalled_and_dripping_clients_are_cut_off_and_threads_stay_bounded(serve
     # 20 stalled clients through 4 threads, 1 s each: 5 rounds, then all answered 408.
     assert all(reply.startswith("HTTP/1.1 408") for reply in replies), replies[:2]
     assert elapsed < 15
-    # A client dripping its headers one byte at a time is cut off after ~1 s too.
+    # A client dripping its request line one byte at a time (each byte well within any
+    # per-read timeout) is cut off after ~1 s too: answered 408, or reset if bytes were
+    # still arriving when the server closed.
     drip = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
     start = time.monotonic()
     try:
-        for byte in b"GET /v1/models/emlnet HTTP/1.1\r\nHost: x\r\n":
+        for byte in b"GET /v1/models/emlnet HTTP/1.1\r\n"[:15]:
             drip.send(bytes([byte]))
             time.sleep(0.1)
-    except OSError:
-        pass  # the server closed the connection
-    assert _read_reply(drip) == "" and time.monotonic() - start < 6
+    except OSError:  # broken pipe: the server has closed the connection
+        pass
+    reply = _read_reply(drip)
     drip.close()
+    assert reply == "" or reply.startswith("HTTP/1.1 408"), reply
+    assert time.monotonic() - start < 4
     # Still serving.
     assert _rest(server.rest_port, f"/v1/models/{MODEL}")[0] == 200
 
