@@ -54,7 +54,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("limit", None, "Evaluate only the first N images.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 8, "Images per model call.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).", flag_values=flag_values)
-    flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.", flag_values=flag_values)
+    cli.define_verbose_flag(flag_values)
+    flags.DEFINE_integer("progress", None, "Deprecated, use --verbose (same values); wins when set.",
+                         flag_values=flag_values)
     flags.mark_flags_as_required(["model", "data_dir", "dataset"], flag_values=flag_values)
 
 
@@ -83,12 +85,13 @@ def main(argv):
     config = cli.config_from_flags(
         EvalConfig, overrides={"model_name": FLAGS.model_name or default_model_name(FLAGS.model)})
     out = FLAGS.out or default_out_dir(FLAGS.model, config.dataset, config.split)
+    verbose = cli.verbosity_from_flags()
     predictor = load_predictor(FLAGS.model, precision=FLAGS.precision)
     logging.info("evaluating %s (%s, %s output) on %s/%s", predictor.source, predictor.kind,
                  predictor.output_mode, config.dataset, config.split)
     written = evaluate_and_write(
         predictor, config, out,
-        make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add,
+        make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=verbose).add,
     )
     for path, problem in sorted(written.results.skipped.items()):
         logging.warning("skipped bad sample %s: %s", path, problem)
