@@ -8,7 +8,9 @@
 Prints the table (columns in the MIT benchmark's order, as the EML-NET paper's
 tables) with a center-bias row and, with --baseline_maps, a row for another
 model's maps; writes results.md, results.csv, results.json (with per-image
-scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<split>).
+scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<split>),
+and with --report report.html (table beside the paper's numbers, gallery of
+the best and worst images; keras_emlnet/evaluation/report.py).
 CAT2000 is also reported per category. See keras_emlnet/evaluation/evaluate.py.
 """
 
@@ -54,6 +56,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("limit", None, "Evaluate only the first N images.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 8, "Images per model call.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).", flag_values=flag_values)
+    flags.DEFINE_boolean("report", False, "Also write report.html beside results.md: the table beside the paper's "
+                         "numbers and a gallery of the best and worst images by NSS (per category for CAT2000), "
+                         "ground truth, model and baseline maps side by side.", flag_values=flag_values)
     cli.define_verbose_flag(flag_values)
     flags.DEFINE_integer("progress", None, "Deprecated, use --verbose (same values); wins when set.",
                          flag_values=flag_values)
@@ -95,6 +100,10 @@ def main(argv):
     )
     for path, problem in sorted(written.results.skipped.items()):
         logging.warning("skipped bad sample %s: %s", path, problem)
+    if FLAGS.report:
+        from keras_emlnet.evaluation.report import write_report
+
+        written.paths["report"] = write_report(out, predictor, config, written.results)
     print()
     print(written.text)
     logging.info("wrote %s", ", ".join(sorted(written.paths.values())))
