@@ -43,7 +43,9 @@ def define_flags(flag_values=FLAGS):
                          "Images whose header declares more pixels are reported and skipped, never decoded "
                          "(default: $EMLNET_MAX_IMAGE_PIXELS or 50000000; 0 = no limit).",
                          lower_bound=0, flag_values=flag_values)
-    flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.", flag_values=flag_values)
+    cli.define_verbose_flag(flag_values)
+    flags.DEFINE_integer("progress", None, "Deprecated, use --verbose (same values); wins when set.",
+                         flag_values=flag_values)
     flags.mark_flags_as_required(["model", "images", "out"], flag_values=flag_values)
 
 
@@ -53,11 +55,12 @@ def main(argv):
     from serving.batch.scoring import score_collection, summary_path
 
     config = cli.config_from_flags(ScoreConfig)
+    verbose = cli.verbosity_from_flags()
 
     def make_progress(total):
         logging.info("shard %d of %d: %d images to score", config.shard_index,
                      config.num_shards, total)
-        return ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add
+        return ThroughputProgress(total, unit="image", verbose=verbose).add
 
     summary = score_collection(config, make_progress=make_progress, logger=logging.warning)
     logging.info(

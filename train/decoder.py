@@ -17,7 +17,6 @@ from absl import app, flags, logging
 
 from keras_emlnet.models import postprocess
 from keras_emlnet.training import decoder_stage
-from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
 FLAGS = flags.FLAGS
@@ -41,12 +40,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = flags_common.train_config_from_flags(decoder_stage.DECODER_RECIPE)
+    verbose, callbacks = flags_common.training_progress()
     logging.info("training the decoder over %s with %s", FLAGS.encoders, config)
     try:
         result = decoder_stage.train_decoder(
             FLAGS.encoders, FLAGS.dataset, FLAGS.data_dir, config, FLAGS.workdir,
             output_mode=FLAGS.output_mode, blur_sigma=FLAGS.blur_sigma or None, skip_bad=FLAGS.skip_bad,
-            callbacks=[EpochLogger()],
+            callbacks=callbacks, verbose=verbose,
         )
     except (ValueError, FileNotFoundError) as error:  # bad files, sizes or a mismatched workdir: named
         raise app.UsageError(str(error)) from None

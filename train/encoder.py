@@ -14,7 +14,6 @@ from absl import app, flags, logging
 
 from keras_emlnet.models.backbones import BACKBONES, get_backbone
 from keras_emlnet.training import encoder_stage
-from keras_emlnet.training.callbacks import EpochLogger
 from keras_emlnet.training.config import ConfigMismatchError
 from train import flags_common
 
@@ -40,11 +39,12 @@ def main(argv):
     except ValueError as error:  # an unknown name: the message lists the registry
         raise app.UsageError(str(error)) from None
     config = flags_common.train_config_from_flags(encoder_stage.ENCODER_RECIPE)
+    verbose, callbacks = flags_common.training_progress()
     logging.info("training encoder %s with %s", FLAGS.backbone, config)
     try:
         result = encoder_stage.train_encoder(
             FLAGS.backbone, FLAGS.dataset, FLAGS.data_dir, config, FLAGS.workdir,
-            weights=FLAGS.weights, skip_bad=FLAGS.skip_bad, callbacks=[EpochLogger()],
+            weights=FLAGS.weights, skip_bad=FLAGS.skip_bad, callbacks=callbacks, verbose=verbose,
         )
     except ConfigMismatchError as error:
         raise app.UsageError(str(error)) from None

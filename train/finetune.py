@@ -21,7 +21,6 @@ from absl import app, flags, logging
 from keras_emlnet.training import decoder_stage
 from keras_emlnet.training import encoder_stage
 from keras_emlnet.training import finetune as finetuning
-from keras_emlnet.training.callbacks import EpochLogger
 from keras_emlnet.training.config import ConfigMismatchError
 from train import flags_common
 
@@ -59,11 +58,12 @@ def main(argv):
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     logging.info("fine-tuning %s on %s: %s", source.workdir, FLAGS.dataset, plan)
+    verbose, callbacks = flags_common.training_progress()
     try:
         result = finetuning.finetune(
             FLAGS.dataset, source.workdir, FLAGS.data_dir, FLAGS.workdir,
             encoder_config=encoder_config, decoder_config=decoder_config,
-            skip_bad=FLAGS.skip_bad, callbacks=[EpochLogger()],
+            skip_bad=FLAGS.skip_bad, callbacks=callbacks, verbose=verbose,
         )
     except (ConfigMismatchError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None

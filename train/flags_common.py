@@ -1,8 +1,10 @@
 """absl flags the train CLIs share, defined when a CLI runs, never at import.
 
 `define_data_flags` (--data_dir, --dataset, --skip_bad) serves every train
-CLI; `define_training_flags` adds --workdir and the TrainConfig flags of
-train.encoder, train.decoder and train.finetune. absl flags are
+CLI; `define_training_flags` adds --workdir, --verbose and the TrainConfig
+flags of train.encoder, train.decoder and train.finetune, and
+`training_progress` turns --verbose into Keras's `fit` verbosity and the
+callbacks that go with it. absl flags are
 process-wide, so one name may be defined once per process: defining them in
 each CLI's `define_flags` lets every CLI be imported into one process (a
 notebook, the demo, the tests) without a clash, while the definitions
@@ -53,6 +55,7 @@ def define_training_flags(flag_values=flags.FLAGS, *, dataset_default="salicon",
     flags.DEFINE_string("workdir", None, "Run folder: config.json, backup/, checkpoints/, logs/ and the final "
                         "model. Rerunning the same command there resumes the run.", flag_values=flag_values)
     define_data_flags(flag_values, dataset_default=dataset_default, datasets=datasets)
+    cli.define_verbose_flag(flag_values)
     flags.DEFINE_integer("epochs", None, f"Epochs in all ({_RECIPE}).", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("batch_size", None, f"Global batch size, split across replicas ({_RECIPE}).",
                          lower_bound=1, flag_values=flag_values)
@@ -98,6 +101,19 @@ def train_config_from_flags(recipe, flag_values=flags.FLAGS):
     if flag_values["input_size"].value is not None:
         overrides["input_size"] = cli.parse_size(flag_values["input_size"].value, "input_size")
     return cli.config_from_flags(type(recipe), flag_values, base=recipe, overrides=overrides)
+
+
+def training_progress(flag_values=flags.FLAGS):
+    """(fit verbosity, callbacks) for --verbose.
+
+    1 (a terminal): Keras's per-step bar with the metrics; 2 (logs, CI):
+    Keras's one line per epoch; 0: no Keras output, an `EpochLogger` line
+    per epoch through absl logging instead (one way to see each epoch, not two).
+    """
+    from keras_emlnet.training.callbacks import EpochLogger  # Keras: loaded by the training CLIs only
+
+    verbose = cli.verbosity_from_flags(flag_values)
+    return verbose, ([EpochLogger()] if verbose == 0 else [])
 
 
 def log_training_result(result):

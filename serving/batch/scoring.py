@@ -44,7 +44,7 @@ class ScoreConfig:
         out: output folder.
         format: "png" (8-bit, min-max), "npy" (float32 in the model's output
             mode) or "both".
-        overlays: also write `<name>_overlay.jpg` (jet heatmap over the image).
+        overlays: also write `<name>_overlay.jpg` (viridis heatmap over the image, opacity rising with saliency).
         batch_size: images per replica per step.
         precision: "float32", "bfloat16" or "float16" (`.keras` models only).
         shard_index, num_shards: this run scores items shard_index,

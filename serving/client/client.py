@@ -2,7 +2,7 @@
 
 `run_client` (what `python -m serving.client` runs) writes, for each image,
 ``<out>/<stem>_saliency.png`` (the map at the image's size, min-max scaled
-to 8 bits) and ``<out>/<stem>_overlay.png`` (a jet heatmap blended over the
+to 8 bits) and ``<out>/<stem>_overlay.png`` (a viridis heatmap blended over the
 image), atomically, plus ``<out>/config.json``. An image that cannot be
 read, or that the server rejects, is reported and skipped; the others are
 still written. `predict_grpc` and `predict_rest` send one request each.

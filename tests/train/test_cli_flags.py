@@ -24,21 +24,21 @@ DOCUMENTED = {
     "keras_emlnet.convert_places365": set(),  # positional: CHECKPOINT.pth.tar OUT.weights.h5
     "keras_emlnet.data.generate": {"dataset", "out", "num_images"},
     "train.encoder": {"backbone", "data_dir", "dataset", "weights", "workdir", "learning_rate", "mixed_precision",
-                      "distribution", "input_size", "max_steps"},
-    "train.decoder": {"encoders", "data_dir", "dataset", "workdir"},
-    "train.finetune": {"dataset", "from", "data_dir", "workdir"},
+                      "distribution", "input_size", "max_steps", "verbose"},
+    "train.decoder": {"encoders", "data_dir", "dataset", "workdir", "verbose"},
+    "train.finetune": {"dataset", "from", "data_dir", "workdir", "verbose"},
     "train.evaluate": {"model", "data_dir", "dataset", "split", "baseline_maps", "out", "batch_size", "seed",
-                       "skip_bad"},
-    "serving.export": {"model", "export_base", "version"},
+                       "skip_bad", "verbose", "report"},
+    "serving.export": {"model", "export_base", "version", "verbose"},
     "serving.server": {"model_base_path", "model_name", "grpc_port", "rest_port", "enable_batching",
                        "batching_parameters_file", "host", "file_system_poll_wait_seconds",
                        # tensorflow_model_server's names (issue 18)
                        "port", "rest_api_port", "model_config_file"},
     "serving.client": {"server", "model_name", "out", "rest"},
     "serving.batch_score": {"model", "images", "out", "format", "overlays", "precision", "shard_index",
-                            "num_shards", "batch_size"},
+                            "num_shards", "batch_size", "verbose"},
     "serving.beam_score": {"model", "images", "out", "format", "overlays", "precision", "batch_size"},
-    "train.demo": {"out", "input_size", "encoder_steps", "decoder_steps"},  # its usage lines
+    "train.demo": {"out", "input_size", "encoder_steps", "decoder_steps", "verbose"},  # its usage lines
 }
 # The training CLIs: their shared flags are train.flags_common's.
 TRAINING = ("train.encoder", "train.decoder", "train.finetune")

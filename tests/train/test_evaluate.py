@@ -52,7 +52,7 @@ def cli_run(cat2000, model_path, published_maps, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("eval"))
     command = [sys.executable, "-m", "train.evaluate", f"--model={model_path}", f"--data_dir={cat2000}",
                "--dataset=cat2000", "--split=all", f"--baseline_maps={published_maps}",
-               "--baseline_name=published", f"--out={out}", "--seed=7", "--progress=0"]
+               "--baseline_name=published", f"--out={out}", "--seed=7", "--progress=0", "--report"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
@@ -69,6 +69,21 @@ def test_cli_prints_and_writes_the_table_in_paper_column_order(cli_run):
     assert [r[0] for r in rows[1:]] == ["emlnet", "center bias", "published"]
     with open(os.path.join(out, "results.md")) as f:
         assert f.readline().strip() == "| model | " + " | ".join(HEADERS) + " |"
+
+
+def test_cli_report_sits_beside_results_md_with_a_gallery_per_category(cli_run):
+    import re
+
+    out, _ = cli_run
+    with open(os.path.join(out, "report.html"), encoding="utf-8") as f:
+        page = f.read()
+    # generated CAT2000 with 2 categories: each its own section, the folder baseline as the third panel
+    sections = re.findall(r"<h3>([^<]+)</h3>", page)
+    assert len(sections) == 2 and all(s.endswith(": best and worst by NSS") for s in sections)
+    assert "<h2>Per category</h2>" in page
+    captions = re.findall(r"<figcaption>([^<·]+)", page)
+    assert captions[:4] == ["photo", "ground truth", "emlnet ", "published "]
+    assert page.count("<img src=\"data:image/jpeg;base64,") == len(captions)
 
 
 def test_cli_numbers_equal_the_library_run(cli_run, cat2000, model_path, published_maps):

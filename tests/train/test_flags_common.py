@@ -69,3 +69,13 @@ def test_rejected_values_are_usage_errors_naming_the_flag_as_typed(flag_values):
         flags_common.train_config_from_flags(RECIPE, flag_values("--learning_rate", "-1"))
     with pytest.raises(app.UsageError, match="--input_size must be HxW"):
         flags_common.train_config_from_flags(RECIPE, flag_values("--input_size", "480by640"))
+
+
+@pytest.mark.parametrize("verbose, epoch_logger", [("0", True), ("1", False), ("2", False)])
+def test_training_progress_shows_each_epoch_one_way(flag_values, verbose, epoch_logger):
+    # 1 and 2 are Keras's own output (bar / line per epoch); 0 falls back to one absl line per epoch.
+    from keras_emlnet.training.callbacks import EpochLogger
+
+    fit_verbose, callbacks = flags_common.training_progress(flag_values("--verbose", verbose))
+    assert fit_verbose == int(verbose)
+    assert [type(c) for c in callbacks] == ([EpochLogger] if epoch_logger else [])
