@@ -162,7 +162,7 @@ def released_models(calibration_size=(64, 96), seed=0):
 
 
 def to_input(image):
-    """eval_combined.py's ToTensor: (h, w, 3) uint8 → (1, 3, h, w) float in [0, 1]."""
+    """eval_combined.py's ToTensor: (h, w, 3) uint8 → (1, 3, h, w) float in [0, 1] (float images alike)."""
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255)
 
 
