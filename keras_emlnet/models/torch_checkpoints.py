@@ -83,11 +83,10 @@ def check_keys(state_dict, expected, source, *, ignored=(), what="the model"):
     present = set(state_dict)
     missing = set(expected) - present
     unexpected = present - set(expected) - set(ignored)
-    if missing or unexpected:
-        raise ValueError(
-            f"{source} does not match {what}: missing keys {describe_keys(missing)}; "
-            f"unexpected keys {describe_keys(unexpected)}"
-        )
+    problems = [f"{label} keys {describe_keys(keys)}" for label, keys in (("missing", missing),
+                                                                             ("unexpected", unexpected)) if keys]
+    if problems:
+        raise ValueError(f"{source} does not match {what}: {'; '.join(problems)}")
 
 
 def layer_torch_keys(layer, module_path):
