@@ -139,17 +139,26 @@ def decoder_module_paths(name="decoder", prefixes=ENCODER_PREFIXES):
     return paths
 
 
-def build_released_emlnet(*, input_size=INPUT_SIZE, blur_sigma=BLUR_SIGMA, name="emlnet"):
-    """Builds the released EML-NET as an `EMLNet` (random weights; `released_weights` fills them).
+def build_released_emlnet(encoders=None, *, input_size=INPUT_SIZE, blur_sigma=BLUR_SIGMA, name="emlnet"):
+    """Builds the released EML-NET as an `EMLNet` (random decoder; `released_weights` fills it).
+
+    Args:
+        encoders: the two released encoders ("imagenet", "places"); None
+            builds them (random weights). Their layers are shared with the
+            extractor, which freezes them (`trainable=False`): save an encoder
+            that should stay trainable before calling this.
+        input_size: (H, W) of the model when the encoders are built here.
+        blur_sigma: the EMLNet's blur in pixels at the model size (5 as released).
+        name: the model name.
 
     Returns:
-        (emlnet, encoders): the EMLNet (output "minmax", `blur_sigma` pixels
-        at the model size, 5 as released; resize mode "resize") and the two
-        `SaliencyEncoder`s ("imagenet", "places") its extractor freezes.
+        (emlnet, encoders): the EMLNet (output "minmax", resize mode
+        "resize") and the two `SaliencyEncoder`s its extractor freezes.
     """
-    encoders = [build_released_encoder(prefix, input_size=input_size) for prefix in ENCODER_PREFIXES]
+    if encoders is None:
+        encoders = [build_released_encoder(prefix, input_size=input_size) for prefix in ENCODER_PREFIXES]
     extractor = build_feature_extractor(encoders, name=f"{name}_extractor")
-    decoder = build_released_decoder(tap_shapes(extractor), input_size, name=f"{name}_decoder")
+    decoder = build_released_decoder(tap_shapes(extractor), extractor.input_shape[1:3], name=f"{name}_decoder")
     emlnet = EMLNet(extractor, decoder, resize_mode="resize", output_mode="minmax", blur_sigma=blur_sigma,
                     name=name)
     return emlnet, encoders

@@ -72,11 +72,12 @@ def convert_released(imagenet, places, decoder, out, *, encoders_dir=None, input
     # Read all three before building (a wrong file fails in seconds, not after the build).
     state_dicts = {role: torch_checkpoints.read_state_dict(path) for role, path in sources.items()}
 
-    emlnet, encoders = released.build_released_emlnet(input_size=input_size)
-    for encoder, role in zip(encoders, released.ENCODER_PREFIXES, strict=True):
-        load_encoder_weights(encoder, state_dicts[role], sources[role])
-    load_decoder_weights(emlnet.decoder, state_dicts["decoder"], sources["decoder"])
-
+    encoders = [released.build_released_encoder(prefix, input_size=input_size)
+                for prefix in released.ENCODER_PREFIXES]
+    for encoder in encoders:
+        load_encoder_weights(encoder, state_dicts[encoder.tap_prefix], sources[encoder.tap_prefix])
+    # Saved before the extractor shares (and freezes) their layers: an encoder
+    # file must stay trainable (fine-tuning, training parity).
     encoder_files = []
     if encoders_dir is not None:
         os.makedirs(encoders_dir, exist_ok=True)
@@ -85,6 +86,8 @@ def convert_released(imagenet, places, decoder, out, *, encoders_dir=None, input
             with atomic_path(path) as tmp:
                 encoder.save(tmp)
             encoder_files.append(os.path.abspath(path))
+    emlnet, _ = released.build_released_emlnet(encoders)
+    load_decoder_weights(emlnet.decoder, state_dicts["decoder"], sources["decoder"])
     with atomic_path(out) as tmp:
         emlnet.save(tmp)
     write_json_atomic(f"{out}.json", {

@@ -84,6 +84,9 @@ def test_architecture_is_the_released_one(converted, released_checkpoints):
         RELEASED_TEST_SIZE, "resize", "minmax", 5.0)
     encoder = encoders["imagenet"]
     assert isinstance(encoder, SaliencyEncoder) and encoder.backbone == released.BACKBONE
+    # an encoder file stays trainable (the EMLNet's extractor freezes shared layers: saved before it)
+    assert len(encoder.trainable_weights) == 53 + 53 * 2 + 5 * 4 + 4  # convs, BN γ/β, readouts, combined
+    assert not model.extractor.trainable_weights
     # every torch parameter and BN statistic has one Keras weight, nothing more
     torch_size = sum(v.numel() for k, v in imagenet.state_dict().items() if not k.endswith("num_batches_tracked"))
     assert sum(int(np.prod(w.shape)) for w in encoder.weights) == torch_size
