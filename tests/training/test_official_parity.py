@@ -122,6 +122,7 @@ def test_first_train_mode_forward_matches_in_float32(released_checkpoints, relea
     assert float(EMLLoss()(targets, encoder(images, training=False))) != pytest.approx(want, rel=1e-3)
 
 
+@pytest.mark.slow  # ~4 min on a loaded 2-core CPU (a float64 ResNet-50 trained 3 steps); fast twin above
 def test_encoder_training_steps_match_the_official_loop(released_checkpoints, released_small, tmp_path):
     import tensorflow as tf
 
