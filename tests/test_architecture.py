@@ -16,6 +16,7 @@ LIBRARIES = ("keras_emlnet", "serving")
 # The command-line modules (`python -m ...`); everything else under LIBRARIES is library code.
 CLI_MODULES = {
     "keras_emlnet.convert_places365",
+    "keras_emlnet.convert_released",
     "keras_emlnet.data.generate",
     "serving.batch_score",
     "serving.beam_score",

@@ -13,6 +13,7 @@ from keras_emlnet import cli
 SCRIPTS = {
     "emlnet-generate-data": "keras_emlnet.data.generate",
     "emlnet-convert-places365": "keras_emlnet.convert_places365",
+    "emlnet-convert-released": "keras_emlnet.convert_released",
     "emlnet-train-encoder": "train.encoder",
     "emlnet-train-decoder": "train.decoder",
     "emlnet-finetune": "train.finetune",
@@ -35,6 +36,10 @@ def generate_data():
 
 def convert_places365():
     _run("emlnet-convert-places365")
+
+
+def convert_released():
+    _run("emlnet-convert-released")
 
 
 def train_encoder():

@@ -22,6 +22,7 @@ REPO = REPO_ROOT
 # CLI module -> flags its issue (4-9) or usage line documents.
 DOCUMENTED = {
     "keras_emlnet.convert_places365": set(),  # positional: CHECKPOINT.pth.tar OUT.weights.h5
+    "keras_emlnet.convert_released": {"imagenet", "places", "decoder", "out", "encoders_dir"},  # issue 14
     "keras_emlnet.data.generate": {"dataset", "out", "num_images"},
     "train.encoder": {"backbone", "data_dir", "dataset", "weights", "workdir", "learning_rate", "mixed_precision",
                       "distribution", "input_size", "max_steps", "verbose"},
