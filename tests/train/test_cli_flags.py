@@ -27,6 +27,7 @@ DOCUMENTED = {
                       "distribution", "input_size", "max_steps"},
     "train.decoder": {"encoders", "data_dir", "dataset", "workdir"},
     "train.finetune": {"dataset", "from", "data_dir", "workdir"},
+    "train.paper": {"data_dir", "workdir", "experiments", "smoke"},  # issue 15
     "train.evaluate": {"model", "data_dir", "dataset", "split", "baseline_maps", "out", "batch_size", "seed",
                        "skip_bad"},
     "serving.export": {"model", "export_base", "version"},

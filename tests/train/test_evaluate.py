@@ -113,3 +113,15 @@ def test_config_records_what_was_run(cli_run, model_path, cat2000):
     assert config["seed"] == 7 and config["shuffled_others"] == 10
     assert config["rows"] == ["emlnet", "center bias", "published"]
     assert config["input_size"] == [24, 32] and config["output_mode"] == "minmax"
+
+
+def test_tables_say_which_post_processing_produced_each_row(cli_run):
+    out, stdout = cli_run
+    expected = {"emlnet": "no blur, minmax", "center bias": "none (a centred Gaussian, not a model)",
+                "published": "maps as read from the folder"}
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["postprocessing"] == expected
+    with open(os.path.join(out, "results.md")) as f:
+        markdown = f.read()
+    for row, description in expected.items():
+        assert f"- {row}: {description}\n" in markdown and f"- {row}: {description}" in stdout
