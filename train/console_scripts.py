@@ -18,6 +18,7 @@ SCRIPTS = {
     "emlnet-train-decoder": "train.decoder",
     "emlnet-finetune": "train.finetune",
     "emlnet-evaluate": "train.evaluate",
+    "emlnet-paper": "train.paper",
     "emlnet-demo": "train.demo",
     "emlnet-export": "serving.export.__main__",
     "emlnet-serve": "serving.server.__main__",
@@ -56,6 +57,10 @@ def finetune():
 
 def evaluate():
     _run("emlnet-evaluate")
+
+
+def paper():
+    _run("emlnet-paper")
 
 
 def demo():

@@ -9,8 +9,6 @@ _LOG = logging.getLogger(__name__)
 DATASET = "salicon"
 MODEL_NAME = "emlnet"
 EXPORT_VERSION = 1
-# Sigma of the released EML-NET code's blur (5 px at 480x640), scaled to the demo's input height.
-PAPER_BLUR_SIGMA_AT_480 = 5.0
 
 
 def generate_data(config, data_dir):
@@ -36,7 +34,7 @@ def train_encoders(config, data_dir, runs_dir, callbacks, *, verbose=0):
                   "on this machine; see README 'Reproducing the paper'), %d steps of batch %d at %dx%d",
                   name, config.encoder_steps, config.batch_size, *config.input_size)
         result = encoder_stage.train_encoder(
-            backbone, DATASET, data_dir, recipe, os.path.join(runs_dir, name), callbacks=callbacks,
+            backbone, DATASET, data_dir, recipe, os.path.join(runs_dir, name), weights=None, callbacks=callbacks,
             verbose=_fit_verbosity(verbose))
         paths.append(result.final_model_path)
     return paths
@@ -44,6 +42,7 @@ def train_encoders(config, data_dir, runs_dir, callbacks, *, verbose=0):
 
 def train_decoder(config, data_dir, encoder_paths, workdir, callbacks, *, verbose=0):
     """Trains the decoder over the encoders; returns the `emlnet.keras` path (verbose 1: Keras's bar)."""
+    from keras_emlnet.models import postprocess
     from keras_emlnet.training import decoder_stage
 
     recipe = dataclasses.replace(
@@ -51,7 +50,7 @@ def train_decoder(config, data_dir, encoder_paths, workdir, callbacks, *, verbos
         steps_per_epoch=config.decoder_steps, max_steps=config.decoder_steps,
         validation_steps=config.validation_steps, seed=config.seed,
     )
-    blur_sigma = PAPER_BLUR_SIGMA_AT_480 * config.input_size[0] / 480.0
+    blur_sigma = postprocess.paper_blur_sigma(config.input_size)  # the released code's 5 px at 480x640
     result = decoder_stage.train_decoder(
         encoder_paths, DATASET, data_dir, recipe, workdir, blur_sigma=blur_sigma, callbacks=callbacks,
         verbose=_fit_verbosity(verbose))

@@ -20,6 +20,7 @@ are logged and recorded in `<workdir>/config.json`.
 from absl import flags, logging
 
 from keras_emlnet import cli
+from keras_emlnet.models import postprocess
 
 DATASETS = ("salicon", "mit1003", "cat2000")
 _RECIPE = "unset: the CLI's recipe value"
@@ -83,6 +84,21 @@ def define_training_flags(flag_values=flags.FLAGS, *, dataset_default="salicon",
                          flag_values=flag_values)
     flags.DEFINE_integer("seed", None, f"Seed of initialisation and data order ({_RECIPE}).",
                          flag_values=flag_values)
+
+
+def define_blur_flag(flag_values=flags.FLAGS):
+    """Defines --blur_sigma (the saved model's blur; unset: the paper's, scaled to the input size)."""
+    flags.DEFINE_float("blur_sigma", None, "Gaussian blur sigma of the saved model, in pixels at the model size; "
+                       "unset: the paper's post-processing (sigma 5 at 480x640, as the released EML-NET code, "
+                       "scaled with the input height); 0: no blur.", lower_bound=0.0, flag_values=flag_values)
+
+
+def blur_sigma_from_flags(input_size, flag_values=flags.FLAGS):
+    """--blur_sigma as a model's `blur_sigma`: unset -> the paper's at `input_size`, 0 -> None (no blur)."""
+    value = flag_values["blur_sigma"].value
+    if value is None:
+        return postprocess.paper_blur_sigma(input_size)
+    return float(value) or None
 
 
 def train_config_from_flags(recipe, flag_values=flags.FLAGS):

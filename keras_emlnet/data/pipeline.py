@@ -236,7 +236,8 @@ class _Decoder:
         del ok
         mode = self.reader.MODE
         image = geometry.tf_image_to_model(image, self.input_size, mode)
-        density = geometry.tf_image_to_model(density, self.input_size, mode)[..., 0]
+        # A map, not an image: resized without antialiasing (only images are, as PIL does).
+        density = geometry.tf_image_to_model(density, self.input_size, mode, antialias=False)[..., 0]
         density = tf.math.divide_no_nan(density, tf.reduce_sum(density))
         return image, tf.stack([density, fixations], axis=-1)
 

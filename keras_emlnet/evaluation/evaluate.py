@@ -26,7 +26,7 @@ import numpy as np
 from keras_emlnet import atomic_files
 from keras_emlnet.evaluation.baselines import DEFAULT_CENTER_BIAS_SIGMA, FolderMaps, center_bias_map
 from keras_emlnet.evaluation.columns import METRIC_KEYS
-from keras_emlnet.evaluation.tables import format_text, summarize, write_results
+from keras_emlnet.evaluation.tables import format_postprocessing, format_text, summarize, write_results
 from keras_emlnet.metrics import suite
 
 SHUFFLED_OTHER_IMAGES = 10
@@ -275,6 +275,15 @@ class WrittenEvaluation:
     text: str
 
 
+def row_postprocessing(predictor, config):
+    """{row: how its maps were post-processed}: the tables say which post-processing produced each row."""
+    rows = config.row_names()
+    described = {rows[0]: predictor.postprocessing(), CENTER_BIAS_ROW: "none (a centred Gaussian, not a model)"}
+    for row in rows[2:]:
+        described[row] = "maps as read from the folder"
+    return described
+
+
 def evaluate_and_write(predictor, config, out_dir, *, make_progress=None):
     """Scores `predictor` on `config`'s split and writes the tables and config.json to `out_dir`.
 
@@ -302,17 +311,19 @@ def evaluate_and_write(predictor, config, out_dir, *, make_progress=None):
         "rows": results.rows,
         "tensorflow": tf.__version__,
     }
+    postprocessing = row_postprocessing(predictor, config)
     info = {
         "dataset": config.dataset,
         "split": config.split,
         "images": results.summary[0]["images"],
         "skipped": results.skipped,
+        "postprocessing": postprocessing,
     }
     paths = write_results(
         out_dir, results.summary, per_category=results.per_category, per_image=results.per_image,
-        info=info, config=run_config,
+        info=info, config=run_config, postprocessing=postprocessing,
     )
-    text = format_text(results.summary)
+    text = format_text(results.summary) + "\n" + format_postprocessing(postprocessing)
     if results.per_category:
         text += "\n" + format_text(results.per_category, group_label="category")
     return WrittenEvaluation(results, paths, text)

@@ -153,10 +153,18 @@ def skipped_note(skipped):
     return "\n".join(lines) + "\n"
 
 
-def write_results(out_dir, summary, *, per_category=None, per_image=None, info=None, config=None):
+def format_postprocessing(postprocessing):
+    """Markdown lines saying which post-processing produced each row ({row: description})."""
+    return "".join(f"- {row}: {description}\n" for row, description in postprocessing.items())
+
+
+def write_results(out_dir, summary, *, per_category=None, per_image=None, info=None, config=None,
+                  postprocessing=None):
     """Writes results.md, results.csv, results.json (and the per-category files, config.json).
 
-    Every file is written atomically. Returns {kind: path}.
+    `postprocessing` ({row: description}), when given, is listed under the
+    Markdown table (and is in results.json through `info`). Every file is
+    written atomically. Returns {kind: path}.
     """
     note = (
         "\nEMD and KLD: lower is better; the other columns: higher is better. "
@@ -168,6 +176,8 @@ def write_results(out_dir, summary, *, per_category=None, per_image=None, info=N
         "json": os.path.join(out_dir, "results.json"),
     }
     markdown = format_markdown(summary)
+    if postprocessing:
+        markdown += "\nPost-processing of each row:\n\n" + format_postprocessing(postprocessing)
     if per_category:
         markdown += "\n### Per category\n\n" + format_markdown(per_category, group_label="category")
         paths["category_csv"] = os.path.join(out_dir, "results_per_category.csv")

@@ -28,6 +28,7 @@ DOCUMENTED = {
                       "distribution", "input_size", "max_steps", "verbose"},
     "train.decoder": {"encoders", "data_dir", "dataset", "workdir", "verbose"},
     "train.finetune": {"dataset", "from", "data_dir", "workdir", "verbose"},
+    "train.paper": {"data_dir", "workdir", "experiments", "smoke"},  # issue 15
     "train.evaluate": {"model", "data_dir", "dataset", "split", "baseline_maps", "out", "batch_size", "seed",
                        "skip_bad", "verbose", "report"},
     "serving.export": {"model", "export_base", "version", "verbose"},

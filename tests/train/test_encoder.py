@@ -131,7 +131,7 @@ def test_resnet50_smoke_run_through_the_module(salicon_dir, tmp_path):
     workdir = tmp_path / "resnet50"
     args = ["--backbone", "resnet50", "--data_dir", str(salicon_dir), "--workdir", str(workdir),
             "--input_size", "64x64", "--batch_size", "2", "--epochs", "1", "--max_steps", "1",
-            "--mixed_precision", "bfloat16"]
+            "--mixed_precision", "bfloat16", "--weights", "none"]  # offline: no ImageNet file
     result = subprocess.run([sys.executable, "-m", "train.encoder", *args], capture_output=True, text=True,
                             timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -150,3 +150,15 @@ def test_bad_sample_without_skip_bad_is_one_line_naming_the_file_and_the_fix(cat
     with open(tmp_path / "eval" / "results.md") as f:
         text = f.read()
     assert "1 bad sample(s) were left out" in text and bad in text
+
+
+def test_tables_say_which_post_processing_produced_each_row(cli_run):
+    out, stdout = cli_run
+    expected = {"emlnet": "no blur, minmax", "center bias": "none (a centred Gaussian, not a model)",
+                "published": "maps as read from the folder"}
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["postprocessing"] == expected
+    with open(os.path.join(out, "results.md")) as f:
+        markdown = f.read()
+    for row, description in expected.items():
+        assert f"- {row}: {description}\n" in markdown and f"- {row}: {description}" in stdout
