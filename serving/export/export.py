@@ -33,6 +33,9 @@ from serving.export import checks as export_checks
 from serving.export import saliency_module
 
 DEFAULT_PARITY_TOLERANCE = 1e-4
+# bfloat16 keeps 8 significant bits: an export computing in it is checked
+# against the Keras model in the same precision, at this looser tolerance.
+REDUCED_PARITY_TOLERANCE = 1e-2
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 CONFIG_FILE = "config.json"
@@ -50,6 +53,13 @@ class ExportConfig:
         parity_tolerance: largest allowed max |SavedModel - Keras| divided by
             max |Keras| over the check images.
         seed: seeds the representative images.
+        precision: compute precision of the exported model: "auto" (bfloat16
+            only where this machine computes it faster,
+            `keras_emlnet.inference.precision`), "float32", "bfloat16".
+            Choose for the machine that will serve: the choice is fixed in
+            the SavedModel.
+        fold_batch_norms: export the model with BatchNorm folded into the
+            convolutions before it (`keras_emlnet.inference.folding`).
     """
 
     model: str
@@ -58,6 +68,8 @@ class ExportConfig:
     model_name: str = None
     parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
     seed: int = 0
+    precision: str = "auto"
+    fold_batch_norms: bool = True
 
 
 def load_keras_model(path):
@@ -125,14 +137,15 @@ def export_saliency_model(model, config):
     # Not an integer name, so servers polling export_base ignore it.
     work_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
-        module = saliency_module.SaliencyModule(model, input_size, resize_mode, output_mode)
+        serving_model, choice, reference, tolerance = _serving_model(model, config)
+        module = saliency_module.SaliencyModule(
+            serving_model, input_size, resize_mode, output_mode, precision=choice.precision
+        )
         tf.saved_model.save(module, work_dir, signatures=module.signatures())
         images = export_checks.representative_images(input_size, seed=config.seed)
         requests = export_checks.warmup_requests(images, model_name)
         export_checks.write_warmup_requests(os.path.join(work_dir, WARMUP_DIR, WARMUP_FILE), requests)
-        parity = export_checks.check_parity(
-            work_dir, model, images, tolerance=config.parity_tolerance
-        )
+        parity = export_checks.check_parity(work_dir, reference, images, tolerance=tolerance)
         record = {
             **dataclasses.asdict(config),
             "version": version,
@@ -144,6 +157,8 @@ def export_saliency_model(model, config):
             "padding_value": saliency_module.PADDING_VALUE,
             "warmup_requests": len(requests),
             "parity": parity,
+            "precision": choice.precision,
+            "precision_reason": choice.reason,
             "tensorflow_version": tf.__version__,
         }
         write_json_atomic(os.path.join(work_dir, CONFIG_FILE), record)
@@ -153,6 +168,29 @@ def export_saliency_model(model, config):
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     return final_dir, record
+
+
+def _serving_model(model, config):
+    """(model to export, PrecisionChoice, parity reference, parity tolerance).
+
+    float32: the folded model, checked against `model` itself. A reduced
+    precision: a folded copy sharing no layer with `model` in that policy,
+    checked against itself through Keras (`predict_map`) at
+    REDUCED_PARITY_TOLERANCE or looser.
+    """
+    from keras_emlnet.inference import folding
+    from keras_emlnet.inference.precision import choose_precision
+    from keras_emlnet.inference.predictor import set_compute_precision
+
+    choice = choose_precision(config.precision)
+    if choice.precision == "float16":
+        raise ValueError("--precision float16 cannot be exported; use auto, float32 or bfloat16")
+    if choice.precision == "float32":
+        serving_model = folding.fold_batch_norms(model) if config.fold_batch_norms else model
+        return serving_model, choice, model, config.parity_tolerance
+    serving_model = folding.fold_batch_norms(model, copy=True)
+    set_compute_precision(serving_model, choice.precision)
+    return serving_model, choice, serving_model, max(config.parity_tolerance, REDUCED_PARITY_TOLERANCE)
 
 
 def _make_readable(directory):
