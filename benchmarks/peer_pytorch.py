@@ -19,6 +19,14 @@ weights of their own (the weights are not transferred), so their outputs are
 not compared here; `tests/models` checks the Keras backbones against PyTorch
 forwards where weights are converted.
 
+OpenMP: PyTorch's CPU threads spin-wait between parallel regions
+(OMP_WAIT_POLICY active by default); on a machine shared with other busy
+processes a descheduled spinning thread stalls its team, and densenet161
+at 96x128 measured 10.4 s a call beside 0.08 s with OMP_WAIT_POLICY=PASSIVE
+(load ~7, 2 cores). The torch worker gets --omp_wait_policy (default
+PASSIVE, what a user on a shared machine would set); TensorFlow's own
+thread pool does not spin that way.
+
 torchvision: the PyPI torchvision 0.28.0 wheel is the CUDA build, whose
 operators do not load beside torch 2.13.0+cpu (`import torchvision` fails);
 timm imports it but its model definitions do not use it, so the torch worker
@@ -246,6 +254,7 @@ def main():
     parser.add_argument("--compile", action="store_true", help="Also time torch.compile (minutes to compile).")
     parser.add_argument("--ours_python", default=os.path.join(REPO_ROOT, ".venv", "bin", "python"),
                         help="Python of the project's venv (TensorFlow).")
+    parser.add_argument("--omp_wait_policy", default="PASSIVE", help="OMP_WAIT_POLICY of the torch worker.")
     parser.add_argument("--out", help="Optional folder for results.json.")
     args = parser.parse_args()
     input_size = tuple(int(v) for v in args.input_size.split("x"))
@@ -262,7 +271,8 @@ def main():
         common = ["--configs", config, "--input_size", args.input_size, "--batch_sizes", args.batch_sizes]
         env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
         ours = Worker(args.ours_python, ["--worker", "ours", *common], env)
-        peer = Worker(sys.executable, ["--worker", "torch", *common] + (["--compile"] if args.compile else []))
+        peer = Worker(sys.executable, ["--worker", "torch", *common] + (["--compile"] if args.compile else []),
+                      dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy))
         try:
             plan = [(ours, "ours", v) for v in OURS_VARIANTS] + [(peer, "torch", v) for v in TORCH_VARIANTS]
             if args.compile:

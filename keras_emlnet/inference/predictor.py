@@ -29,6 +29,7 @@ one map back to its image's original size (`postprocess.tf_to_original_size`).
 import dataclasses
 import logging
 import os
+import time
 
 import numpy as np
 
@@ -175,6 +176,39 @@ def inference_model(model, precision=AUTO, *, fold_batch_norms=True):
     return model, choice
 
 
+def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batch_size=1):
+    """(model for inference, PrecisionChoice), `auto` measured on `model` where the hardware needs it.
+
+    Where `precision_lib.needs_measurement()` (a CPU with avx512_bf16 but no
+    AMX), a folded float32 model and a folded bfloat16 copy are built and
+    timed on `batch_size` random images at the model's input size (each
+    traced and warmed once, then 3 alternating calls, median); the faster is
+    returned and the reason gives both timings. Elsewhere: `inference_model`.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_emlnet.inference import folding
+
+    input_size = getattr(model, "input_size", None) or model.input_shape[1:3]
+    if precision != AUTO or not fold_batch_norms or not precision_lib.needs_measurement():
+        return inference_model(model, precision, fold_batch_norms=fold_batch_norms)
+    candidates = {"float32": folding.fold_batch_norms(model),
+                  "bfloat16": set_compute_precision(folding.fold_batch_norms(model, copy=True), "bfloat16")}
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, *input_size, 3)).astype(np.float32))
+    functions = {name: tf.function(lambda x, m=m: m(x, training=False)) for name, m in candidates.items()}
+    for function in functions.values():
+        np.asarray(function(images))
+    times = {name: [] for name in functions}
+    for _ in range(3):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            np.asarray(function(images))
+            times[name].append((time.perf_counter() - start) / batch_size)
+    choice = choose_precision(AUTO, measure=lambda name: float(np.median(times[name])))
+    return candidates[choice.precision], choice
+
+
 def _keras_predictor(source, model, precision, fold_batch_norms=True):
     import tensorflow as tf
 
@@ -187,7 +221,7 @@ def _keras_predictor(source, model, precision, fold_batch_norms=True):
         raise ValueError(f"{source}: expected one map per image, output shape is {output_shape}")
     resize_mode = getattr(model, "resize_mode", "resize")
     output_mode = getattr(model, "output_mode", "raw")
-    model, choice = inference_model(model, precision, fold_batch_norms=fold_batch_norms)
+    model, choice = choose_inference_model(model, precision, fold_batch_norms=fold_batch_norms)
     logging.getLogger(__name__).info("%s: computing in %s", source, choice)
 
     @tf.function(reduce_retracing=True)

@@ -173,23 +173,28 @@ def export_saliency_model(model, config):
 def _serving_model(model, config):
     """(model to export, PrecisionChoice, parity reference, parity tolerance).
 
-    float32: the folded model, checked against `model` itself. A reduced
-    precision: a folded copy sharing no layer with `model` in that policy,
+    "auto" measures float32 and bfloat16 on the model where the hardware
+    needs it (`predictor.choose_inference_model`). float32: the folded model,
+    checked against `model` itself. A reduced precision: a folded copy sharing no layer with `model` in that policy,
     checked against itself through Keras (`predict_map`) at
     REDUCED_PARITY_TOLERANCE or looser.
     """
     from keras_emlnet.inference import folding
-    from keras_emlnet.inference.precision import choose_precision
-    from keras_emlnet.inference.predictor import set_compute_precision
+    from keras_emlnet.inference.precision import AUTO, choose_precision
+    from keras_emlnet.inference.predictor import choose_inference_model, set_compute_precision
 
-    choice = choose_precision(config.precision)
-    if choice.precision == "float16":
-        raise ValueError("--precision float16 cannot be exported; use auto, float32 or bfloat16")
+    if config.precision == AUTO and config.fold_batch_norms:
+        serving_model, choice = choose_inference_model(model, AUTO)
+    else:
+        choice = choose_precision(config.precision)
+        if choice.precision == "float16":
+            raise ValueError("--precision float16 cannot be exported; use auto, float32 or bfloat16")
+        if choice.precision == "float32":
+            serving_model = folding.fold_batch_norms(model) if config.fold_batch_norms else model
+        else:
+            serving_model = set_compute_precision(folding.fold_batch_norms(model, copy=True), choice.precision)
     if choice.precision == "float32":
-        serving_model = folding.fold_batch_norms(model) if config.fold_batch_norms else model
         return serving_model, choice, model, config.parity_tolerance
-    serving_model = folding.fold_batch_norms(model, copy=True)
-    set_compute_precision(serving_model, choice.precision)
     return serving_model, choice, serving_model, max(config.parity_tolerance, REDUCED_PARITY_TOLERANCE)
 
 

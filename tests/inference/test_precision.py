@@ -16,7 +16,7 @@ def unpinned(monkeypatch):
 
 
 @pytest.mark.parametrize("flags, gpus, expected", [
-    (ZEN4, [], "bfloat16"),
+    (ZEN4, [], "float32"),  # not settled by the flags: float32 unless measured
     (SKYLAKE_X | {"amx_tile", "amx_bf16"}, [], "bfloat16"),
     (SKYLAKE_X, [], "float32"),
     ({"avx2"}, [], "float32"),
@@ -32,7 +32,8 @@ def test_auto_follows_the_hardware(flags, gpus, expected):
 
 
 def test_reasons_name_what_was_seen():
-    assert "avx512_bf16" in choose_precision(flags=ZEN4, gpus=[]).reason
+    assert "avx512_bf16 without AMX" in choose_precision(flags=ZEN4, gpus=[]).reason
+    assert "amx_bf16" in choose_precision(flags=SKYLAKE_X | {"amx_bf16"}, gpus=[]).reason
     assert "no amx_bf16/avx512_bf16" in choose_precision(flags=SKYLAKE_X, gpus=[]).reason
     assert "7.5" in choose_precision(flags=ZEN4, gpus=[(7, 5)]).reason
 
@@ -71,3 +72,33 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
                        "processor\t: 1\nflags\t\t: fpu avx2 avx512_bf16\n")
     assert precision.cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "avx512_bf16"}
     assert precision.cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_only_avx512_bf16_without_amx_or_gpu_needs_a_measurement(monkeypatch):
+    assert precision.needs_measurement(flags=ZEN4, gpus=[])
+    assert not precision.needs_measurement(flags=ZEN4 | {"amx_bf16"}, gpus=[])
+    assert not precision.needs_measurement(flags=SKYLAKE_X, gpus=[])
+    assert not precision.needs_measurement(flags=ZEN4, gpus=[(9, 0)])
+    monkeypatch.setenv(precision.AUTO_ENV, "bfloat16")
+    assert not precision.needs_measurement(flags=ZEN4, gpus=[])
+
+
+def test_measured_auto_returns_the_model_it_measured_as_faster(monkeypatch):
+    import numpy as np
+
+    from keras_emlnet.inference import predictor
+    from keras_emlnet.testing import tiny_emlnet
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(ZEN4))
+    monkeypatch.setattr(precision, "gpu_capabilities", lambda: [])
+    model = tiny_emlnet((32, 48))
+    chosen, choice = predictor.choose_inference_model(model, "auto")
+    assert choice.reason.startswith("auto: measured faster (float32 ")
+    timings = dict(part.rsplit(" ", 2)[:2] for part in choice.reason[len("auto: measured faster ("):-1].split(", "))
+    assert choice.precision == min(timings, key=lambda name: float(timings[name]))
+    conv = chosen.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv2")
+    assert conv.compute_dtype == choice.precision and conv.use_bias  # the folded conv, in that precision
+    images = np.random.default_rng(0).uniform(0, 255, (1, 32, 48, 3)).astype(np.float32)
+    assert np.corrcoef(np.ravel(chosen(images)), np.ravel(model(images)))[0, 1] > 0.99
+    # the float32 reference is untouched either way
+    assert model.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv2").compute_dtype == "float32"
