@@ -163,40 +163,51 @@ def set_compute_precision(model, precision):
 def inference_model(model, precision=AUTO, *, fold_batch_norms=True):
     """(model for inference, PrecisionChoice): BatchNorm folded, compute precision set.
 
-    The returned model shares its unfolded layers with `model`; a reduced
-    precision sets their dtype policy too (so use it where `model` itself is
-    only kept for inference).
+    In float32 the returned model shares its unfolded layers with `model`; a
+    reduced precision folds into a copy (without folding it sets the policy
+    on `model` itself).
     """
     from keras_emlnet.inference import folding
 
     choice = choose_precision(precision)
     if fold_batch_norms:
-        model = folding.fold_batch_norms(model)
+        # A reduced precision gets a copy sharing no layer, so `model` stays float32.
+        model = folding.fold_batch_norms(model, copy=choice.precision != "float32")
     set_compute_precision(model, choice.precision)
     return model, choice
 
 
-def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batch_size=1):
-    """(model for inference, PrecisionChoice), `auto` measured on `model` where the hardware needs it.
+def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batch_size=1, make_function=None):
+    """(model for inference, PrecisionChoice, function), `auto` measured on `model` where the hardware needs it.
+
+    `make_function(model, precision)` makes the callable the caller will run
+    (a tf.function: float32 images → maps; default: a plain traced call);
+    the returned `function` is the one made for the returned model, so what
+    the measurement traced is reused, not traced again.
 
     Where `precision_lib.needs_measurement()` (a CPU with avx512_bf16 but no
     AMX), a folded float32 model and a folded bfloat16 copy are built and
-    timed on `batch_size` random images at the model's input size (each
-    traced and warmed once, then 3 alternating calls, median); the faster is
-    returned and the reason gives both timings. Elsewhere: `inference_model`.
+    their functions timed on `batch_size` random images at the model's input
+    size (each traced and warmed once, then 3 alternating calls, median); the
+    faster wins and the reason gives both timings. Elsewhere: `inference_model`.
     """
     import numpy as np
     import tensorflow as tf
 
     from keras_emlnet.inference import folding
 
+    if make_function is None:
+        def make_function(m, _):
+            return tf.function(lambda x: m(x, training=False))
+
     input_size = getattr(model, "input_size", None) or model.input_shape[1:3]
     if precision != AUTO or not fold_batch_norms or not precision_lib.needs_measurement():
-        return inference_model(model, precision, fold_batch_norms=fold_batch_norms)
+        chosen, choice = inference_model(model, precision, fold_batch_norms=fold_batch_norms)
+        return chosen, choice, make_function(chosen, choice.precision)
     candidates = {"float32": folding.fold_batch_norms(model),
                   "bfloat16": set_compute_precision(folding.fold_batch_norms(model, copy=True), "bfloat16")}
     images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, *input_size, 3)).astype(np.float32))
-    functions = {name: tf.function(lambda x, m=m: m(x, training=False)) for name, m in candidates.items()}
+    functions = {name: make_function(m, name) for name, m in candidates.items()}
     for function in functions.values():
         np.asarray(function(images))
     times = {name: [] for name in functions}
@@ -206,7 +217,7 @@ def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batc
             np.asarray(function(images))
             times[name].append((time.perf_counter() - start) / batch_size)
     choice = choose_precision(AUTO, measure=lambda name: float(np.median(times[name])))
-    return candidates[choice.precision], choice
+    return candidates[choice.precision], choice, functions[choice.precision]
 
 
 def _keras_predictor(source, model, precision, fold_batch_norms=True):
@@ -221,14 +232,18 @@ def _keras_predictor(source, model, precision, fold_batch_norms=True):
         raise ValueError(f"{source}: expected one map per image, output shape is {output_shape}")
     resize_mode = getattr(model, "resize_mode", "resize")
     output_mode = getattr(model, "output_mode", "raw")
-    model, choice = choose_inference_model(model, precision, fold_batch_norms=fold_batch_norms)
-    logging.getLogger(__name__).info("%s: computing in %s", source, choice)
+    def make_predict(model, _):
+        @tf.function(reduce_retracing=True)
+        def predict(images):
+            maps = model(images, training=False)
+            maps = tf.cast(maps, tf.float32)
+            return maps if maps.shape.rank == 4 else maps[..., tf.newaxis]
 
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        maps = model(images, training=False)
-        maps = tf.cast(maps, tf.float32)
-        return maps if maps.shape.rank == 4 else maps[..., tf.newaxis]
+        return predict
+
+    model, choice, predict = choose_inference_model(
+        model, precision, fold_batch_norms=fold_batch_norms, make_function=make_predict)
+    logging.getLogger(__name__).info("%s: computing in %s", source, choice)
 
     return SaliencyPredictor(
         source, "keras", tuple(int(v) for v in input_size), str(resize_mode),

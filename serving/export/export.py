@@ -137,10 +137,7 @@ def export_saliency_model(model, config):
     # Not an integer name, so servers polling export_base ignore it.
     work_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
-        serving_model, choice, reference, tolerance = _serving_model(model, config)
-        module = saliency_module.SaliencyModule(
-            serving_model, input_size, resize_mode, output_mode, precision=choice.precision
-        )
+        module, choice, reference, tolerance = _serving_module(model, config, input_size, resize_mode, output_mode)
         tf.saved_model.save(module, work_dir, signatures=module.signatures())
         images = export_checks.representative_images(input_size, seed=config.seed)
         requests = export_checks.warmup_requests(images, model_name)
@@ -170,32 +167,41 @@ def export_saliency_model(model, config):
     return final_dir, record
 
 
-def _serving_model(model, config):
-    """(model to export, PrecisionChoice, parity reference, parity tolerance).
+def _serving_module(model, config, input_size, resize_mode, output_mode):
+    """(SaliencyModule to save, PrecisionChoice, parity reference, parity tolerance).
 
     "auto" measures float32 and bfloat16 on the model where the hardware
-    needs it (`predictor.choose_inference_model`). float32: the folded model,
-    checked against `model` itself. A reduced precision: a folded copy sharing no layer with `model` in that policy,
+    needs it (`predictor.choose_inference_model`), timing each candidate
+    module's own `predict_model_size`, so the winner's trace is the one saved.
+    float32: the folded model, checked against `model` itself. A reduced
+    precision: a folded copy sharing no layer with `model` in that policy,
     checked against itself through Keras (`predict_map`) at
     REDUCED_PARITY_TOLERANCE or looser.
     """
     from keras_emlnet.inference import folding
-    from keras_emlnet.inference.precision import AUTO, choose_precision
+    from keras_emlnet.inference.precision import choose_precision
     from keras_emlnet.inference.predictor import choose_inference_model, set_compute_precision
 
-    if config.precision == AUTO and config.fold_batch_norms:
-        serving_model, choice = choose_inference_model(model, AUTO)
+    modules = {}
+
+    def make_module(serving_model, precision):
+        modules[precision] = saliency_module.SaliencyModule(
+            serving_model, input_size, resize_mode, output_mode, precision=precision)
+        return getattr(modules[precision], saliency_module.PREDICT_MODEL_SIZE)
+
+    choice = choose_precision(config.precision) if config.precision != "auto" else None
+    if choice is not None and choice.precision == "float16":
+        raise ValueError("--precision float16 cannot be exported; use auto, float32 or bfloat16")
+    if choice is None or choice.precision == "float32":
+        serving_model, choice, _ = choose_inference_model(
+            model, config.precision, fold_batch_norms=config.fold_batch_norms, make_function=make_module)
     else:
-        choice = choose_precision(config.precision)
-        if choice.precision == "float16":
-            raise ValueError("--precision float16 cannot be exported; use auto, float32 or bfloat16")
-        if choice.precision == "float32":
-            serving_model = folding.fold_batch_norms(model) if config.fold_batch_norms else model
-        else:
-            serving_model = set_compute_precision(folding.fold_batch_norms(model, copy=True), choice.precision)
+        serving_model = set_compute_precision(folding.fold_batch_norms(model, copy=True), choice.precision)
+        make_module(serving_model, choice.precision)
+    module = modules[choice.precision]
     if choice.precision == "float32":
-        return serving_model, choice, model, config.parity_tolerance
-    return serving_model, choice, serving_model, max(config.parity_tolerance, REDUCED_PARITY_TOLERANCE)
+        return module, choice, model, config.parity_tolerance
+    return module, choice, serving_model, max(config.parity_tolerance, REDUCED_PARITY_TOLERANCE)
 
 
 def _make_readable(directory):

@@ -92,13 +92,16 @@ def test_measured_auto_returns_the_model_it_measured_as_faster(monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(ZEN4))
     monkeypatch.setattr(precision, "gpu_capabilities", lambda: [])
     model = tiny_emlnet((32, 48))
-    chosen, choice = predictor.choose_inference_model(model, "auto")
+    chosen, choice, function = predictor.choose_inference_model(model, "auto")
     assert choice.reason.startswith("auto: measured faster (float32 ")
     timings = dict(part.rsplit(" ", 2)[:2] for part in choice.reason[len("auto: measured faster ("):-1].split(", "))
     assert choice.precision == min(timings, key=lambda name: float(timings[name]))
     conv = chosen.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv2")
     assert conv.compute_dtype == choice.precision and conv.use_bias  # the folded conv, in that precision
     images = np.random.default_rng(0).uniform(0, 255, (1, 32, 48, 3)).astype(np.float32)
+    # the returned function runs the returned model (graph vs eager: bfloat16 rounding apart)
+    np.testing.assert_allclose(np.asarray(function(images)), np.asarray(chosen(images)),
+                               atol=0.03 if choice.precision == "bfloat16" else 1e-5)
     assert np.corrcoef(np.ravel(chosen(images)), np.ravel(model(images)))[0, 1] > 0.99
     # the float32 reference is untouched either way
     assert model.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv2").compute_dtype == "float32"
