@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: test test-slow demo install bench bench-smoke clean
+.PHONY: test test-slow demo install bench bench-smoke bench-peer clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-beam.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,5 +49,16 @@ bench-smoke: $(STAMP)
 	$(PY) benchmarks/metrics_speed.py --num_pairs 5 --map_size 120x160
 	$(PY) benchmarks/serving_load.py --clients 2 --requests_per_client 3 --duration_s 30
 
+# This project beside PyTorch (benchmarks/peer_pytorch.py), in its own venv.
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+$(PEER_STAMP): requirements-peer.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q -r requirements-peer.txt
+	touch $(PEER_STAMP)
+
+bench-peer: $(STAMP) $(PEER_STAMP)
+	$(PEER_VENV)/bin/python benchmarks/peer_pytorch.py --ours_python $(PY) $(PEER_FLAGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEER_VENV) build *.egg-info .pytest_cache

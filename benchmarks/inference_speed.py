@@ -36,6 +36,8 @@ flags.DEFINE_list("batch_sizes", ["1", "8"], "Batch sizes to time.")
 flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Precisions to time side by side (float32, bfloat16).")
 flags.DEFINE_integer("warmup", 1, "Untimed calls first (graph tracing, allocator warm-up).", lower_bound=0)
 flags.DEFINE_integer("iterations", 5, "Timed calls per configuration.", lower_bound=1)
+flags.DEFINE_bool("fold_batch_norms", True, "Time the inference copy with BatchNorm folded into convolutions "
+                  "(keras_emlnet.inference.folding), as the predictor and the export run it.")
 flags.DEFINE_string("out", None, "Optional folder for results.json (with the configuration used).")
 
 FLAGS = flags.FLAGS
@@ -77,6 +79,10 @@ def measure(config):
     keras.mixed_precision.set_global_policy(_POLICIES[config["precision"]])
     start = time.perf_counter()
     model = build_model(config["backbones"], config["input_size"])
+    if config.get("fold_batch_norms", True):
+        from keras_emlnet.inference.folding import fold_batch_norms
+
+        model = fold_batch_norms(model)
     build_s = time.perf_counter() - start
     rss_built_mb = _current_rss_mb()
 
@@ -150,14 +156,20 @@ def main(argv):
                     "warmup": FLAGS.warmup,
                     "iterations": FLAGS.iterations,
                     "maps_path": os.path.join(tmp, f"{precision}_{batch}.npy"),
+                    "fold_batch_norms": FLAGS.fold_batch_norms,
                 }
                 logging.info("measuring %s", config)
                 result = fresh_process.run_in_fresh_process(__file__, config)
                 result["maps_path"] = config["maps_path"]
                 results.append(result)
                 logging.info("%s", result)
+        from keras_emlnet.inference.precision import choose_precision, describe_hardware
+
         print(f"EMLNet ({'+'.join(FLAGS.backbones)}) inference at {input_size[0]}x{input_size[1]}, "
-              f"median of {FLAGS.iterations} calls after {FLAGS.warmup} warm-up, one process per row cell")
+              f"median of {FLAGS.iterations} calls after {FLAGS.warmup} warm-up, one process per row cell, "
+              f"BatchNorm {'folded' if FLAGS.fold_batch_norms else 'not folded'}; load average "
+              f"{os.getloadavg()[0]:.2f}")
+        print(f"CPU: {describe_hardware()}; precision auto -> {choose_precision('auto')}")
         table = format_table(results, precisions)
         print(table)
     if FLAGS.out:

@@ -10,7 +10,18 @@ loop is bounded in count and time.
 
 Printed per mode: requests, errors (must be 0: the script exits 1 otherwise),
 throughput (requests/s), p50 and p99 latency, the server's peak resident
-memory; then the batching-on / batching-off ratios.
+memory; then the batching-on / batching-off ratios. Before the load, one
+request's time broken down in this process over the same export (median of
+--breakdown_repeats): PNG decode, resize to the model size, the model,
+the map back to the original size, and the response (TensorProto +
+PredictResponse serialisation and the client's parse), beside the whole
+``serving_default`` call.
+
+With --baseline, the same model is also exported as before issue 17
+(float32, BatchNorm not folded) and served with batching on to clients that
+open a channel per request, as the client did; its row is measured between
+the two others, and the p50 ratio (this export / baseline) printed. The CPU's
+features and the load average are printed beside the figures.
 
 Full run (the paper's 480x640 model size, 640x480 photos; a trained model):
     python benchmarks/serving_load.py --model runs/emlnet/emlnet.keras \
@@ -46,6 +57,9 @@ flags.DEFINE_integer("max_batch_size", 8, "Batching on: max_batch_size.")
 flags.DEFINE_integer("batch_timeout_micros", 5000, "Batching on: batch_timeout_micros.")
 flags.DEFINE_integer("num_batch_threads", 1, "Batching on: num_batch_threads.")
 flags.DEFINE_string("out", None, "Optional folder for results.json (with the configuration used).")
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"], "Export precision (serving.export).")
+flags.DEFINE_bool("baseline", False, "Also measure the pre-issue-17 export and client (see the docstring).")
+flags.DEFINE_integer("breakdown_repeats", 5, "Repeats of the one-request breakdown (0: skip).", lower_bound=0)
 
 FLAGS = flags.FLAGS
 HOST = "127.0.0.1"  # loopback only
@@ -53,19 +67,70 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _READY = re.compile(r"ready: gRPC \S+:(\d+) REST \S+:(\d+)")
 
 
-def export_model(export_base):
-    """Exports --model (or the tiny EMLNet) as version 1; returns the model name."""
-    from serving.export.export import ExportConfig, export_saliency_model, load_keras_model
+def load_model():
+    from serving.export.export import load_keras_model
 
     if FLAGS.model:
-        model = load_keras_model(FLAGS.model)
-    else:
-        from keras_emlnet.testing import tiny_emlnet
+        return load_keras_model(FLAGS.model)
+    from keras_emlnet.testing import tiny_emlnet
 
-        model = tiny_emlnet(cli.parse_size(FLAGS.input_size, "input_size"))
-    export_saliency_model(model, ExportConfig(model=FLAGS.model or "<tiny_emlnet>",
-                                              export_base=export_base, version=1, model_name="emlnet"))
-    return "emlnet"
+    return tiny_emlnet(cli.parse_size(FLAGS.input_size, "input_size"))
+
+
+def export_model(model, export_base, **settings):
+    """Exports `model` as version 1 (ExportConfig `settings`); returns (model name, seconds, record)."""
+    from serving.export.export import ExportConfig, export_saliency_model
+
+    start = time.perf_counter()
+    _, record = export_saliency_model(model, ExportConfig(model=FLAGS.model or "<tiny_emlnet>",
+                                                          export_base=export_base, version=1,
+                                                          model_name="emlnet", **settings))
+    return "emlnet", time.perf_counter() - start, record
+
+
+def request_breakdown(version_dir, encoded, repeats):
+    """{stage: median ms} of one request's stages, run one by one on the loaded export."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from keras_emlnet.models.geometry import tf_image_to_model
+    from keras_emlnet.models.postprocess import tf_to_original_size
+
+    loaded = tf.saved_model.load(version_dir)
+    input_size = tuple(int(v) for v in loaded.input_size.numpy())
+    resize_mode = loaded.resize_mode.numpy().decode()
+    output_mode = loaded.output_mode.numpy().decode()
+    decode = tf.function(lambda data: tf.io.decode_image(data, channels=3, expand_animations=False))
+    resize = tf.function(lambda image: tf_image_to_model(image, input_size, resize_mode)[tf.newaxis])
+    back = tf.function(lambda saliency, size: tf_to_original_size(saliency[0], size, resize_mode, output_mode))
+    signature = loaded.signatures["serving_default"]
+    data = tf.constant(encoded)
+
+    def response(saliency):
+        reply = predict_pb2.PredictResponse()
+        reply.outputs["saliency"].CopyFrom(tf.make_tensor_proto(saliency[np.newaxis, ..., 0]))
+        parsed = predict_pb2.PredictResponse.FromString(reply.SerializeToString())
+        return tf.make_ndarray(parsed.outputs["saliency"])
+
+    stages = {}
+
+    def timed(name, fn, *args):
+        start = time.perf_counter()
+        result = fn(*args)
+        result = result.numpy() if hasattr(result, "numpy") else result
+        stages.setdefault(name, []).append(time.perf_counter() - start)
+        return result
+
+    for repeat in range(repeats + 1):  # the first round traces: not counted
+        image = timed("decode PNG", decode, data)
+        model_input = timed("resize to model size", resize, tf.constant(image))
+        maps = timed("model", loaded.predict_model_size, tf.constant(model_input))
+        restored = timed("map back to original size", back, tf.constant(maps), tf.constant(image.shape[:2]))
+        timed("response (proto + serialise + parse)", response, restored)
+        timed("whole serving_default call", lambda: signature(image_bytes=data[tf.newaxis])["saliency"])
+        if repeat == 0:
+            stages.clear()
+    return {name: 1000 * float(np.median(values)) for name, values in stages.items()}
 
 
 def client_images(count, size, seed=0):
@@ -122,20 +187,32 @@ class ServerProcess:
                 self.process.wait()
 
 
-def make_sender(protocol, port, model_name):
-    """A function sending one encoded image and returning its map (per thread)."""
+def sender_factory(protocol, port, model_name, reuse_channel=True):
+    """A function making, in each client thread, a sender of one encoded image.
+
+    gRPC clients keep one channel each (`reuse_channel`), as a real client
+    sending many requests would; REST opens a connection per request.
+    """
     from serving.client import client
 
-    predict = client.predict_rest if protocol == "rest" else client.predict_grpc
-    return lambda encoded: predict(f"{HOST}:{port}", model_name, [encoded], timeout_s=60.0)
+    server = f"{HOST}:{port}"
+    if protocol == "rest":
+        return lambda: (lambda encoded: client.predict_rest(server, model_name, [encoded], timeout_s=60.0))
+
+    def make():
+        channel = client.open_channel(server) if reuse_channel else None
+        return lambda encoded: client.predict_grpc(server, model_name, [encoded], timeout_s=60.0, channel=channel)
+
+    return make
 
 
-def run_load(sender, images, requests_per_client, duration_s):
+def run_load(make_sender, images, requests_per_client, duration_s):
     """(latencies in s, errors, wall time) of all clients together."""
     deadline = time.monotonic() + duration_s
     barrier = threading.Barrier(len(images))
 
     def one_client(encoded):
+        sender = make_sender()
         for _ in range(2):  # warm-up, not timed: connections, first batches
             sender(encoded)
         barrier.wait(60)
@@ -160,7 +237,7 @@ def run_load(sender, images, requests_per_client, duration_s):
     return latencies, errors, wall
 
 
-def measure(mode, export_base, model_name, images, batching_file):
+def measure(mode, export_base, model_name, images, batching_file, reuse_channel=True):
     args = ["--model_base_path", export_base, "--model_name", model_name, "--host", HOST,
             "--grpc_port", "0", "--rest_port", "0", "--file_system_poll_wait_seconds", "0"]
     if batching_file:
@@ -168,8 +245,8 @@ def measure(mode, export_base, model_name, images, batching_file):
     server = ServerProcess(args)
     try:
         port = server.ports[0] if FLAGS.protocol == "grpc" else server.ports[1]
-        sender = make_sender(FLAGS.protocol, port, model_name)
-        latencies, errors, wall = run_load(sender, images, FLAGS.requests_per_client, FLAGS.duration_s)
+        make_sender = sender_factory(FLAGS.protocol, port, model_name, reuse_channel)
+        latencies, errors, wall = run_load(make_sender, images, FLAGS.requests_per_client, FLAGS.duration_s)
         peak = server.peak_rss_mib()
     finally:
         server.stop()
@@ -182,34 +259,58 @@ def measure(mode, export_base, model_name, images, batching_file):
         "p50_ms": float(np.percentile(latencies_ms, 50)) if len(latencies) else float("nan"),
         "p99_ms": float(np.percentile(latencies_ms, 99)) if len(latencies) else float("nan"),
         "server_peak_rss_mib": peak,
+        "load_average_1m": os.getloadavg()[0],
     }
 
 
 def main(argv):
     del argv
     from keras_emlnet.atomic_files import write_json_atomic
+    from keras_emlnet.inference.precision import describe_hardware
 
+    print(f"CPU: {describe_hardware()}; load average at start {os.getloadavg()[0]:.2f}")
+    model = load_model()
     with tempfile.TemporaryDirectory(prefix="serving_load_") as work:
         export_base = os.path.join(work, "emlnet")
-        model_name = export_model(export_base)
+        model_name, export_s, record = export_model(model, export_base, precision=FLAGS.precision)
+        print(f"export: {export_s:.1f} s ({record['precision']}: {record['precision_reason']})")
+        baseline_base = os.path.join(work, "baseline")
+        if FLAGS.baseline:
+            _, baseline_export_s, _ = export_model(model, baseline_base, precision="float32",
+                                                   fold_batch_norms=False)
+            print(f"baseline export (float32, not folded): {baseline_export_s:.1f} s")
+        images = client_images(FLAGS.clients, cli.parse_size(FLAGS.image_size, "image_size"))
+        breakdown = {}
+        if FLAGS.breakdown_repeats:
+            breakdown = request_breakdown(os.path.join(export_base, "1"), images[0], FLAGS.breakdown_repeats)
+            print(f"one request ({FLAGS.image_size} PNG), stages run one by one, median of "
+                  f"{FLAGS.breakdown_repeats} (load {os.getloadavg()[0]:.2f}):")
+            parts = sum(value for name, value in breakdown.items() if not name.startswith("whole"))
+            for name, value in breakdown.items():
+                share = "" if name.startswith("whole") else f" ({100 * value / parts:4.1f} %)"
+                print(f"  {name:<40}{value:9.1f} ms{share}")
         batching_file = os.path.join(work, "batching_parameters.txt")
         with open(batching_file, "w") as f:
             f.write(f"max_batch_size {{ value: {FLAGS.max_batch_size} }}\n"
                     f"batch_timeout_micros {{ value: {FLAGS.batch_timeout_micros} }}\n"
                     f"num_batch_threads {{ value: {FLAGS.num_batch_threads} }}\n"
                     f"max_enqueued_batches {{ value: 1000 }}\n")
-        images = client_images(FLAGS.clients, cli.parse_size(FLAGS.image_size, "image_size"))
-        rows = [measure("batching off", export_base, model_name, images, None),
-                measure("batching on", export_base, model_name, images, batching_file)]
-    off, on = rows
+        rows = [measure("batching off", export_base, model_name, images, None)]
+        if FLAGS.baseline:
+            rows.append(measure("baseline on", baseline_base, model_name, images, batching_file,
+                                reuse_channel=False))
+        rows.append(measure("batching on", export_base, model_name, images, batching_file))
+    off, on = rows[0], rows[-1]
     print(f"\nserving load: {FLAGS.clients} {FLAGS.protocol} clients x {FLAGS.requests_per_client} "
           f"one-image requests ({FLAGS.image_size} PNG), model {FLAGS.model or 'tiny ' + FLAGS.input_size}, "
           f"batching max {FLAGS.max_batch_size} / {FLAGS.batch_timeout_micros} us / "
-          f"{FLAGS.num_batch_threads} thread(s)")
-    print(f"{'mode':<14}{'requests':>9}{'errors':>7}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'peak MiB':>10}")
+          f"{FLAGS.num_batch_threads} thread(s); CPU: {describe_hardware()}")
+    print(f"{'mode':<14}{'requests':>9}{'errors':>7}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'peak MiB':>10}"
+          f"{'load':>7}")
     for row in rows:
         print(f"{row['mode']:<14}{row['requests']:>9}{row['errors']:>7}{row['throughput_rps']:>9.1f}"
-              f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{row['server_peak_rss_mib']:>10.0f}")
+              f"{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{row['server_peak_rss_mib']:>10.0f}"
+              f"{row['load_average_1m']:>7.2f}")
     ratios = {
         "throughput_on_over_off": on["throughput_rps"] / off["throughput_rps"],
         "p50_on_over_off": on["p50_ms"] / off["p50_ms"],
@@ -217,14 +318,23 @@ def main(argv):
     }
     print("ratios (batching on / off): throughput {throughput_on_over_off:.2f}x, p50 {p50_on_over_off:.2f}x, "
           "p99 {p99_on_over_off:.2f}x".format(**ratios))
-    errors = off["errors"] + on["errors"]
+    if FLAGS.baseline:
+        base = rows[1]
+        ratios["p50_on_over_baseline"] = on["p50_ms"] / base["p50_ms"]
+        ratios["throughput_on_over_baseline"] = on["throughput_rps"] / base["throughput_rps"]
+        print("ratios (this export, batching on / baseline): p50 {p50_on_over_baseline:.2f}x, throughput "
+              "{throughput_on_over_baseline:.2f}x".format(**ratios))
+    errors = sum(row["errors"] for row in rows)
     print(f"errors: {errors}")
     if FLAGS.out:
         config = {name: FLAGS[name].value for name in ("model", "input_size", "image_size", "protocol", "clients",
                                                          "requests_per_client", "duration_s", "max_batch_size",
-                                                         "batch_timeout_micros", "num_batch_threads")}
+                                                         "batch_timeout_micros", "num_batch_threads",
+                                                         "precision", "baseline")}
         write_json_atomic(os.path.join(FLAGS.out, "results.json"),
-                          {"config": config, "rows": rows, "ratios": ratios, "errors": errors})
+                          {"config": config, "cpu": describe_hardware(), "export_s": export_s,
+                           "export": {"precision": record["precision"], "reason": record["precision_reason"]},
+                           "breakdown_ms": breakdown, "rows": rows, "ratios": ratios, "errors": errors})
     return 1 if errors else 0
 
 

@@ -15,7 +15,7 @@ and skipped. See serving/batch/scoring.py.
 from absl import app, flags, logging
 
 from keras_emlnet import cli
-from keras_emlnet.inference.predictor import PRECISIONS
+from keras_emlnet.inference.precision import PRECISION_CHOICES
 from serving.batch.scoring import FORMATS, ScoreConfig
 
 FLAGS = flags.FLAGS
@@ -35,7 +35,8 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_enum("format", "png", FORMATS, "png: 8-bit min-max; npy: float32 maps.", flag_values=flag_values)
     flags.DEFINE_bool("overlays", False, "Also write <name>_overlay.jpg heatmaps.", flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 8, "Images per replica per step.", lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).", flag_values=flag_values)
+    flags.DEFINE_enum("precision", "auto", PRECISION_CHOICES, "Compute dtype: auto = bfloat16 only where "
+                      "the hardware computes it faster (reduced ones: .keras only).", flag_values=flag_values)
     flags.DEFINE_integer("shard_index", 0, "This machine's shard.", lower_bound=0, flag_values=flag_values)
     flags.DEFINE_integer("num_shards", 1, "Machines sharing the collection.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("writer_threads", 4, "Output-writing threads.", lower_bound=1, flag_values=flag_values)

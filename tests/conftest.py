@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# precision="auto" (the default of the predictor, batch scoring and export) is
+# float32 in tests on every machine; tests of the rule inject the hardware.
+os.environ["EMLNET_AUTO_PRECISION"] = "float32"
 
 import numpy as np
 import pytest

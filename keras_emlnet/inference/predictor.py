@@ -10,7 +10,11 @@ one map back to its image's original size (`postprocess.tf_to_original_size`).
   (a trained `SaliencyEncoder`, say) is used at its static input size with
   "resize" geometry and "raw" output. `precision` bfloat16/float16 sets a mixed dtype
   policy on every layer after loading (variables stay float32), the same
-  policy training uses.
+  policy training uses. `precision="auto"` (the default) picks bfloat16 only
+  where the hardware computes it faster (`keras_emlnet.inference.precision`).
+  The predictor runs an inference copy with BatchNorm folded into the
+  convolutions before it (`keras_emlnet.inference.folding`; equal maps within
+  float32 rounding, measurably faster), unless `fold_batch_norms=False`.
 - SavedModel (a folder with saved_model.pb, as `serving.export` writes): its
   `predict_model_size` function (float32 model-size images → model-frame
   maps; not a signature), so the model sees the same float images as the
@@ -18,15 +22,22 @@ one map back to its image's original size (`postprocess.tf_to_original_size`).
   `predict_images` signature (uint8 (B, H, W, 3)) fed model-size images (its
   own resize is then an identity), which rounds the resized images to whole
   levels: maps differ from the `.keras` ones by up to ~1% of their range.
-  Its dtype was fixed at export, so only float32 is accepted.
+  Its dtype was fixed at export: "auto" accepts it, float32 is accepted,
+  reduced precisions are refused.
 """
 
 import dataclasses
+import logging
 import os
+import time
 
 import numpy as np
 
-PRECISIONS = ("float32", "bfloat16", "float16")
+from keras_emlnet.inference import precision as precision_lib
+from keras_emlnet.inference.precision import AUTO, PRECISION_CHOICES, choose_precision
+
+PRECISIONS = precision_lib.PRECISIONS
+
 _MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # The SavedModel's float entry point (serving/export/saliency_module.py saves it),
 # and the uint8 signature older exports are read through.
@@ -47,6 +58,7 @@ class SaliencyPredictor:
         resize_mode: "resize" or "pad_to_4_3".
         output_mode: output mode of its maps (see keras_emlnet.models.postprocess).
         precision: compute precision in use.
+        precision_reason: why (requested, or what `auto` saw).
         predict: batched function, float32 (B, H, W, 3) RGB 0–255 at the model
             size → float32 (B, H, W, 1) maps; callable inside `strategy.run`.
         blur_sigma: the model's Gaussian blur (pixels at the model size), None
@@ -62,6 +74,7 @@ class SaliencyPredictor:
     predict: object
     # Keeps a loaded SavedModel's variables alive as long as `predict`.
     holds: object = None
+    precision_reason: str = "requested"
     blur_sigma: object = None
 
     def __post_init__(self):
@@ -84,6 +97,7 @@ class SaliencyPredictor:
             "resize_mode": self.resize_mode,
             "output_mode": self.output_mode,
             "precision": self.precision,
+            "precision_reason": self.precision_reason,
             "blur_sigma": self.blur_sigma,
             "postprocessing": self.postprocessing(),
         }
@@ -97,12 +111,16 @@ class SaliencyPredictor:
         return postprocess.describe(self.output_mode, self.blur_sigma, self.input_size)
 
 
-def load_predictor(path, *, precision="float32", strategy=None):
+def load_predictor(path, *, precision=AUTO, strategy=None, fold_batch_norms=True):
     """Loads a `.keras` file or a SavedModel folder as a SaliencyPredictor.
 
     Args:
         path: `*.keras` file, or a SavedModel folder (holding saved_model.pb).
-        precision: "float32", "bfloat16" or "float16" (compute dtype).
+        precision: "auto" (bfloat16 where it is faster, see
+            `keras_emlnet.inference.precision`), "float32", "bfloat16" or
+            "float16" (compute dtype).
+        fold_batch_norms: run a copy with BatchNorm folded into convolutions
+            (`.keras` only; a SavedModel export is folded already).
         strategy: tf.distribute strategy whose scope the variables are made in
             (default: the current one).
 
@@ -114,11 +132,11 @@ def load_predictor(path, *, precision="float32", strategy=None):
     import tensorflow as tf
 
     path = os.fspath(path)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
     strategy = strategy or tf.distribute.get_strategy()
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
-        if precision != "float32":
+        if precision not in (AUTO, "float32"):
             raise ValueError(
                 f"{path}: a SavedModel's dtype is fixed at export; use precision float32 "
                 "or score the .keras model with reduced precision"
@@ -130,17 +148,21 @@ def load_predictor(path, *, precision="float32", strategy=None):
 
         with strategy.scope():
             model = saving.load_model(path, compile=False)
-            return _keras_predictor(path, model, precision)
+            return _keras_predictor(path, model, precision, fold_batch_norms)
     raise FileNotFoundError(
         f"--model {path!r} is neither a .keras file nor a SavedModel folder (saved_model.pb)"
     )
 
 
-def predictor_from_keras_model(model, *, precision="float32", source="<in memory>"):
-    """Wraps an already built Keras model (an EMLNet or a single-map model)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return _keras_predictor(source, model, precision)
+def predictor_from_keras_model(model, *, precision=AUTO, source="<in memory>", fold_batch_norms=True):
+    """Wraps an already built Keras model (an EMLNet or a single-map model).
+
+    With `fold_batch_norms` or a reduced precision it runs a folded copy
+    (the policy is set on the copy's convolutions and on shared layers).
+    """
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+    return _keras_predictor(source, model, precision, fold_batch_norms)
 
 
 def set_compute_precision(model, precision):
@@ -153,7 +175,67 @@ def set_compute_precision(model, precision):
     return model
 
 
-def _keras_predictor(source, model, precision):
+def inference_model(model, precision=AUTO, *, fold_batch_norms=True):
+    """(model for inference, PrecisionChoice): BatchNorm folded, compute precision set.
+
+    In float32 the returned model shares its unfolded layers with `model`; a
+    reduced precision folds into a copy (without folding it sets the policy
+    on `model` itself).
+    """
+    from keras_emlnet.inference import folding
+
+    choice = choose_precision(precision)
+    if fold_batch_norms:
+        # A reduced precision gets a copy sharing no layer, so `model` stays float32.
+        model = folding.fold_batch_norms(model, copy=choice.precision != "float32")
+    set_compute_precision(model, choice.precision)
+    return model, choice
+
+
+def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batch_size=1, make_function=None):
+    """(model for inference, PrecisionChoice, function), `auto` measured on `model` where the hardware needs it.
+
+    `make_function(model, precision)` makes the callable the caller will run
+    (a tf.function: float32 images → maps; default: a plain traced call);
+    the returned `function` is the one made for the returned model, so what
+    the measurement traced is reused, not traced again.
+
+    Where `precision_lib.needs_measurement()` (a CPU with avx512_bf16 but no
+    AMX), a folded float32 model and a folded bfloat16 copy are built and
+    their functions timed on `batch_size` random images at the model's input
+    size (each traced and warmed once, then 3 alternating calls, median); the
+    faster wins and the reason gives both timings. Elsewhere: `inference_model`.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_emlnet.inference import folding
+
+    if make_function is None:
+        def make_function(m, _):
+            return tf.function(lambda x: m(x, training=False))
+
+    input_size = getattr(model, "input_size", None) or model.input_shape[1:3]
+    if precision != AUTO or not fold_batch_norms or not precision_lib.needs_measurement():
+        chosen, choice = inference_model(model, precision, fold_batch_norms=fold_batch_norms)
+        return chosen, choice, make_function(chosen, choice.precision)
+    candidates = {"float32": folding.fold_batch_norms(model),
+                  "bfloat16": set_compute_precision(folding.fold_batch_norms(model, copy=True), "bfloat16")}
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, *input_size, 3)).astype(np.float32))
+    functions = {name: make_function(m, name) for name, m in candidates.items()}
+    for function in functions.values():
+        np.asarray(function(images))
+    times = {name: [] for name in functions}
+    for _ in range(3):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            np.asarray(function(images))
+            times[name].append((time.perf_counter() - start) / batch_size)
+    choice = choose_precision(AUTO, measure=lambda name: float(np.median(times[name])))
+    return candidates[choice.precision], choice, functions[choice.precision]
+
+
+def _keras_predictor(source, model, precision, fold_batch_norms=True):
     import tensorflow as tf
 
     output_shape = model.output_shape if hasattr(model, "output_shape") else None
@@ -166,17 +248,23 @@ def _keras_predictor(source, model, precision):
     resize_mode = getattr(model, "resize_mode", "resize")
     output_mode = getattr(model, "output_mode", "raw")
     blur_sigma = getattr(model, "blur_sigma", None)
-    set_compute_precision(model, precision)
 
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        maps = model(images, training=False)
-        maps = tf.cast(maps, tf.float32)
-        return maps if maps.shape.rank == 4 else maps[..., tf.newaxis]
+    def make_predict(model, _):
+        @tf.function(reduce_retracing=True)
+        def predict(images):
+            maps = model(images, training=False)
+            maps = tf.cast(maps, tf.float32)
+            return maps if maps.shape.rank == 4 else maps[..., tf.newaxis]
+
+        return predict
+
+    model, choice, predict = choose_inference_model(
+        model, precision, fold_batch_norms=fold_batch_norms, make_function=make_predict)
+    logging.getLogger(__name__).info("%s: computing in %s", source, choice)
 
     return SaliencyPredictor(
         source, "keras", tuple(int(v) for v in input_size), str(resize_mode),
-        str(output_mode), precision, predict, blur_sigma=blur_sigma,
+        str(output_mode), choice.precision, predict, precision_reason=choice.reason, blur_sigma=blur_sigma,
     )
 
 
@@ -210,9 +298,16 @@ def _saved_model_predictor(source, loaded):
         )
 
     return SaliencyPredictor(
-        source, "saved_model", input_size, resize_mode, output_mode, "float32", predict,
-        holds=loaded, blur_sigma=_python_value(loaded.blur_sigma) if hasattr(loaded, "blur_sigma") else UNKNOWN_BLUR,
+        source, "saved_model", input_size, resize_mode, output_mode, _saved_precision(loaded), predict,
+        holds=loaded, precision_reason="fixed at export",
+        blur_sigma=_python_value(loaded.blur_sigma) if hasattr(loaded, "blur_sigma") else UNKNOWN_BLUR,
     )
+
+
+def _saved_precision(loaded):
+    # Exports record their compute precision (serving.export); older ones ran float32.
+    value = getattr(loaded, "precision", None)
+    return "float32" if value is None else _python_value(value)
 
 
 def _python_value(value):

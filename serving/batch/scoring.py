@@ -46,7 +46,9 @@ class ScoreConfig:
             mode) or "both".
         overlays: also write `<name>_overlay.jpg` (viridis heatmap over the image, opacity rising with saliency).
         batch_size: images per replica per step.
-        precision: "float32", "bfloat16" or "float16" (`.keras` models only).
+        precision: "auto" (bfloat16 only where the hardware computes it faster,
+            `keras_emlnet.inference.precision`), "float32", "bfloat16" or
+            "float16" (reduced ones: `.keras` models only).
         shard_index, num_shards: this run scores items shard_index,
             shard_index + num_shards, ... of the sorted collection.
         writer_threads: threads encoding and writing outputs.
@@ -61,7 +63,7 @@ class ScoreConfig:
     format: str = "png"
     overlays: bool = False
     batch_size: int = 8
-    precision: str = "float32"
+    precision: str = "auto"
     shard_index: int = 0
     num_shards: int = 1
     writer_threads: int = 4
@@ -175,6 +177,7 @@ def score_collection(config, *, predictor=None, strategy=None, make_progress=Non
             "tensorflow": tf.__version__,
         },
     )
+    log(f"precision: {predictor.precision} ({predictor.precision_reason})")
     for failure in failures:
         log(f"skipped {failure['source']}: {failure['error']}")
     produced = set()

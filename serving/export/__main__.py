@@ -33,6 +33,11 @@ def define_flags(flag_values=FLAGS):
                          "(default: $EMLNET_MAX_IMAGE_PIXELS or 50000000; 0 = no limit).",
                          lower_bound=0, flag_values=flag_values)
     cli.define_verbose_flag(flag_values)
+    flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
+                      "Compute precision fixed in the SavedModel: auto = bfloat16 only where this machine "
+                      "computes it faster (see keras_emlnet.inference.precision).", flag_values=flag_values)
+    flags.DEFINE_bool("fold_batch_norms", True, "Export with BatchNorm folded into the convolutions before it.",
+                      flag_values=flag_values)
 
 
 def main(argv):
@@ -47,8 +52,9 @@ def main(argv):
     version_dir, record = export_saliency_model(model, config, log=log)
     parity = record["parity"]
     logging.info(
-        "exported %s version %d to %s (max |SavedModel - Keras| = %.3g, relative %.3g; %d warmup requests)",
-        record["model_name"], record["version"], version_dir,
+        "exported %s version %d to %s in %s (%s) (max |SavedModel - Keras| = %.3g, relative %.3g; "
+        "%d warmup requests)",
+        record["model_name"], record["version"], version_dir, record["precision"], record["precision_reason"],
         parity["max_abs_diff"], parity["max_relative_diff"], record["warmup_requests"],
     )
     return 0

@@ -116,7 +116,7 @@ def check_parity(saved_model_dir, model, images, *, tolerance):
 
     loaded = tf.saved_model.load(saved_model_dir)
     _check_attributes(loaded, model)
-    references = [reference_map(model, image) for image in images]
+    references, model_size_batch, model_size_want = _references(model, images)
 
     encoded = np.array([encode_image(image) for image in images], dtype=object)
     by_bytes = loaded.signatures[saliency_module.SERVING_DEFAULT](
@@ -140,7 +140,7 @@ def check_parity(saved_model_dir, model, images, *, tolerance):
         )
         candidates.append((f"predict_images image {i}", by_array["saliency"][0].numpy(), references[i]))
 
-    candidates.extend(_model_size_candidates(loaded, model, images))
+    candidates.extend(_model_size_candidates(loaded, model_size_batch, model_size_want))
 
     worst_abs, worst_rel, worst_name = 0.0, 0.0, None
     for name, got, want in candidates:
@@ -163,21 +163,46 @@ def check_parity(saved_model_dir, model, images, *, tolerance):
     }
 
 
-def _model_size_candidates(loaded, model, images):
-    """(name, SavedModel maps, Keras maps) of `predict_model_size` on the model-size images."""
+def _references(model, images):
+    """(per-image reference maps, off-grid model-size batch, its Keras maps) from one Keras call.
+
+    The same as `reference_map` per image (`predict_map`: geometry → model →
+    original size), with every image's model input and the off-grid copies
+    of the model-size images run as one batch: one traced Keras predict
+    instead of one per image plus an eager call (most of the check's time
+    for a large model).
+    """
     import tensorflow as tf
 
+    from keras_emlnet.models.geometry import tf_image_to_model
+    from keras_emlnet.models.postprocess import tf_to_original_size
+
     input_size = tuple(int(v) for v in model.input_size)
-    batch = [image for image in images if tuple(image.shape[:2]) == input_size]
-    if not batch:
-        return []
+    model_inputs = [np.asarray(tf_image_to_model(image, input_size, model.resize_mode)) for image in images]
     # Off the integer grid, so a function that rounded to uint8 would show.
-    batch = np.stack(batch).astype(np.float32) * np.float32(0.997) + np.float32(0.3)
+    off_grid = [image.astype(np.float32) * np.float32(0.997) + np.float32(0.3)
+                for image in images if tuple(image.shape[:2]) == input_size]
+    batch = np.stack(model_inputs + off_grid).astype(np.float32)
+    maps = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+    references = [
+        np.asarray(tf_to_original_size(tf.constant(maps[i]), image.shape[:2], model.resize_mode,
+                                       model.output_mode), np.float32)[..., 0]
+        for i, image in enumerate(images)
+    ]
+    off_grid_batch = np.stack(off_grid) if off_grid else None
+    return references, off_grid_batch, maps[len(images):]
+
+
+def _model_size_candidates(loaded, batch, want):
+    """(name, SavedModel maps, Keras maps) of `predict_model_size` on the off-grid model-size images."""
+    import tensorflow as tf
+
+    if batch is None:
+        return []
     function = getattr(loaded, saliency_module.PREDICT_MODEL_SIZE, None)
     if function is None:
         raise ExportParityError(f"the SavedModel has no {saliency_module.PREDICT_MODEL_SIZE!r} function")
     got = function(tf.constant(batch)).numpy()
-    want = np.asarray(model(batch, training=False), dtype=np.float32)
     return [(f"{saliency_module.PREDICT_MODEL_SIZE} image {i}", got[i], want[i]) for i in range(len(batch))]
 
 

@@ -34,6 +34,9 @@ from serving.export import checks as export_checks
 from serving.export import saliency_module
 
 DEFAULT_PARITY_TOLERANCE = 1e-4
+# bfloat16 keeps 8 significant bits: an export computing in it is checked
+# against the Keras model in the same precision, at this looser tolerance.
+REDUCED_PARITY_TOLERANCE = 1e-2
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 CONFIG_FILE = "config.json"
@@ -53,6 +56,13 @@ class ExportConfig:
         seed: seeds the representative images.
         max_image_pixels: pixel limit the SavedModel checks on each encoded
             image's header; None = $EMLNET_MAX_IMAGE_PIXELS or 50 M, 0 = none.
+        precision: compute precision of the exported model: "auto" (bfloat16
+            only where this machine computes it faster,
+            `keras_emlnet.inference.precision`), "float32", "bfloat16".
+            Choose for the machine that will serve: the choice is fixed in
+            the SavedModel.
+        fold_batch_norms: export the model with BatchNorm folded into the
+            convolutions before it (`keras_emlnet.inference.folding`).
     """
 
     model: str
@@ -62,6 +72,8 @@ class ExportConfig:
     parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
     seed: int = 0
     max_image_pixels: int = None
+    precision: str = "auto"
+    fold_batch_norms: bool = True
 
 
 def load_keras_model(path):
@@ -135,17 +147,15 @@ def export_saliency_model(model, config, *, log=None):
     work_dir = tempfile.mkdtemp(prefix=atomic_files.temp_prefix(str(version)), dir=export_base)
     try:
         with stages.stage(f"saving the SavedModel (tracing both signatures) in {work_dir}"):
-            module = saliency_module.SaliencyModule(model, input_size, resize_mode, output_mode,
-                                                    max_image_pixels=config.max_image_pixels)
+            module, choice, reference, tolerance = _serving_module(
+                model, config, input_size, resize_mode, output_mode)
             tf.saved_model.save(module, work_dir, signatures=module.signatures())
         with stages.stage("writing the warmup requests"):
             images = export_checks.representative_images(input_size, seed=config.seed)
             requests = export_checks.warmup_requests(images, model_name)
             export_checks.write_warmup_requests(os.path.join(work_dir, WARMUP_DIR, WARMUP_FILE), requests)
         with stages.stage("reloading the SavedModel and checking it against the Keras model"):
-            parity = export_checks.check_parity(
-                work_dir, model, images, tolerance=config.parity_tolerance
-            )
+            parity = export_checks.check_parity(work_dir, reference, images, tolerance=tolerance)
         record = {
             **dataclasses.asdict(config),
             "version": version,
@@ -157,6 +167,8 @@ def export_saliency_model(model, config, *, log=None):
             "padding_value": saliency_module.PADDING_VALUE,
             "warmup_requests": len(requests),
             "parity": parity,
+            "precision": choice.precision,
+            "precision_reason": choice.reason,
             "tensorflow_version": tf.__version__,
         }
         with stages.stage(f"publishing version {version} as {final_dir}"):
@@ -167,6 +179,44 @@ def export_saliency_model(model, config, *, log=None):
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     return final_dir, record
+
+
+def _serving_module(model, config, input_size, resize_mode, output_mode):
+    """(SaliencyModule to save, PrecisionChoice, parity reference, parity tolerance).
+
+    "auto" measures float32 and bfloat16 on the model where the hardware
+    needs it (`predictor.choose_inference_model`), timing each candidate
+    module's own `predict_model_size`, so the winner's trace is the one saved.
+    float32: the folded model, checked against `model` itself. A reduced
+    precision: a folded copy sharing no layer with `model` in that policy,
+    checked against itself through Keras (`predict_map`) at
+    REDUCED_PARITY_TOLERANCE or looser.
+    """
+    from keras_emlnet.inference import folding
+    from keras_emlnet.inference.precision import choose_precision
+    from keras_emlnet.inference.predictor import choose_inference_model, set_compute_precision
+
+    modules = {}
+
+    def make_module(serving_model, precision):
+        modules[precision] = saliency_module.SaliencyModule(
+            serving_model, input_size, resize_mode, output_mode,
+            max_image_pixels=config.max_image_pixels, precision=precision)
+        return getattr(modules[precision], saliency_module.PREDICT_MODEL_SIZE)
+
+    choice = choose_precision(config.precision) if config.precision != "auto" else None
+    if choice is not None and choice.precision == "float16":
+        raise ValueError("--precision float16 cannot be exported; use auto, float32 or bfloat16")
+    if choice is None or choice.precision == "float32":
+        serving_model, choice, _ = choose_inference_model(
+            model, config.precision, fold_batch_norms=config.fold_batch_norms, make_function=make_module)
+    else:
+        serving_model = set_compute_precision(folding.fold_batch_norms(model, copy=True), choice.precision)
+        make_module(serving_model, choice.precision)
+    module = modules[choice.precision]
+    if choice.precision == "float32":
+        return module, choice, model, config.parity_tolerance
+    return module, choice, serving_model, max(config.parity_tolerance, REDUCED_PARITY_TOLERANCE)
 
 
 def _make_readable(directory):

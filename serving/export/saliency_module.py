@@ -32,8 +32,8 @@ Each image goes through the model's own geometry (`resize_mode`,
 with `keras_emlnet.models.postprocess.tf_to_original_size` (re-normalised for the
 output mode at the original size).
 
-The module also holds `input_size` (int32 [H, W]), `resize_mode` and
-`output_mode` (tf.string) as non-trainable variables, readable after
+The module also holds `input_size` (int32 [H, W]), `resize_mode`,
+`output_mode` and `precision` (tf.string) as non-trainable variables, readable after
 ``tf.saved_model.load(path)``, and one function that is not a signature (TF
 Serving does not see it):
 
@@ -45,6 +45,7 @@ Serving does not see it):
 """
 
 import tensorflow as tf
+from tensorflow.python.trackable import data_structures
 
 from keras_emlnet import image_files
 from keras_emlnet.inference.predictor import SAVED_MODEL_FUNCTION as PREDICT_MODEL_SIZE
@@ -72,11 +73,18 @@ class SaliencyModule(tf.Module):
         max_image_pixels: pixel limit of one encoded image, checked from its
             header in the graph; None = `image_files.max_image_pixels()`,
             0 = no limit.
+        precision: the compute precision `model` runs in (recorded).
     """
 
-    def __init__(self, model, input_size, resize_mode, output_mode, max_image_pixels=None):
+    def __init__(self, model, input_size, resize_mode, output_mode, max_image_pixels=None, precision="float32"):
         super().__init__(name="saliency_serving")
-        self.model = model
+        # Saved: the model's variables as one flat list, not the Keras model
+        # object. tf.saved_model.save walks every tracked object (thousands of
+        # Keras layers for NASNet + DenseNet) and loading recreates each;
+        # the functions below capture the same variables, so the SavedModel
+        # and what TF Serving sees are unchanged.
+        self._model = data_structures.NoDependency(model)
+        self.model_variables = list(model.variables)
         self._max_image_pixels = image_files.max_image_pixels(max_image_pixels)
         self._input_size = tuple(int(v) for v in input_size)
         self._resize_mode = str(resize_mode)
@@ -84,6 +92,7 @@ class SaliencyModule(tf.Module):
         self.input_size = tf.Variable(self._input_size, dtype=tf.int32, trainable=False, name="input_size")
         self.resize_mode = tf.Variable(self._resize_mode, dtype=tf.string, trainable=False, name="resize_mode")
         self.output_mode = tf.Variable(self._output_mode, dtype=tf.string, trainable=False, name="output_mode")
+        self.precision = tf.Variable(str(precision), dtype=tf.string, trainable=False, name="precision")
         # Its input signature depends on the model size, so it is made here
         # rather than by a decorator; as a tracked attribute it is saved.
         height, width = self._input_size
@@ -91,6 +100,11 @@ class SaliencyModule(tf.Module):
             self._model_frame_maps,
             input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=IMAGES)],
         ))
+
+    @property
+    def model(self):
+        """The wrapped Keras model (not itself saved; its variables are)."""
+        return self._model
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
     def serve_image_bytes(self, image_bytes):
@@ -136,7 +150,10 @@ class SaliencyModule(tf.Module):
         return tf.cast(self.model(images, training=False), tf.float32)
 
     def _predict(self, model_inputs, sizes):
-        maps = self._model_frame_maps(model_inputs)
+        # Through the input-signature function, not `_model_frame_maps`: both
+        # signatures then call its one traced graph instead of tracing the
+        # model again each (the export traced the model 3 times before).
+        maps = getattr(self, PREDICT_MODEL_SIZE)(model_inputs)
         largest = tf.reduce_max(sizes, axis=0)
 
         def to_original(args):

@@ -165,13 +165,22 @@ def test_existing_version_is_never_overwritten(cli_export):
 def test_parity_check_catches_a_mismatch(cli_export, monkeypatch):
     from serving.export import checks as export_checks
 
-    real_reference = export_checks.reference_map
-    # A Keras model that disagrees with the export by 1 % of the map's peak.
-    monkeypatch.setattr(export_checks, "reference_map",
-                        lambda model, image: (lambda m: m + 0.01 * m.max())(real_reference(model, image)))
+    real_references = export_checks._references
+
+    def references_off_by_one_percent(model, images):
+        # A Keras model whose maps disagree with the export by 1 % of their peak.
+        references, batch, want = real_references(model, images)
+        return [m + 0.01 * m.max() for m in references], batch, want
+
+    monkeypatch.setattr(export_checks, "_references", references_off_by_one_percent)
     images = export_checks.representative_images((32, 48))
     with pytest.raises(export_checks.ExportParityError, match="differs from the Keras model"):
         export_checks.check_parity(cli_export.version_dir, cli_export.model, images, tolerance=1e-3)
+    # The batched references are predict_map's maps, image by image.
+    references, _, _ = real_references(cli_export.model, images)
+    for image, reference in zip(images, references):
+        np.testing.assert_allclose(reference, export_checks.reference_map(cli_export.model, image),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_failed_check_publishes_nothing(cli_export, tmp_path, monkeypatch):

@@ -1,0 +1,111 @@
+"""keras_emlnet.inference.folding: BatchNorm folded into convolutions gives the same outputs."""
+
+import keras
+import numpy as np
+
+from keras_emlnet.inference.folding import FoldReport, fold_batch_norms
+
+
+def randomize_batch_norms(model, seed=0):
+    """Non-trivial statistics, so a wrong fold shows (fresh BN layers are the identity)."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 1, channels))
+            layer.moving_variance.assign(rng.uniform(0.3, 3, channels))
+            if layer.scale:
+                layer.gamma.assign(rng.normal(1, 0.5, channels))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 1, channels))
+
+
+def batch_norms(model):
+    return [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def every_kind_model():
+    """One model with every foldable kind and every reason to keep a BatchNorm."""
+    layers = keras.layers
+    inputs = keras.Input((12, 16, 3))
+    a = layers.Conv2D(6, 3, padding="same", use_bias=True, name="conv")(inputs)
+    a = layers.BatchNormalization(epsilon=1e-5, name="conv_bn")(a)
+    b = layers.SeparableConv2D(5, 3, padding="same", depth_multiplier=2, use_bias=False, name="sep")(a)
+    b = layers.BatchNormalization(center=False, name="sep_bn")(b)
+    c = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(b)
+    c = layers.BatchNormalization(scale=False, name="dw_bn")(c)
+    d = layers.Conv2D(4, 1, activation="relu", name="relu_conv")(c)
+    d = layers.BatchNormalization(name="after_activation_bn")(d)
+    e = layers.Conv2D(4, 1, name="shared_out_conv")(c)
+    e_bn = layers.BatchNormalization(name="shared_out_bn")(e)
+    joined = layers.Concatenate(name="concat")([d, e_bn, e])
+    out = layers.BatchNormalization(name="after_concat_bn")(joined)
+    return keras.Model(inputs, out, name="every_kind")
+
+
+def test_every_foldable_kind_gives_equal_outputs_and_the_rest_is_kept():
+    model = every_kind_model()
+    randomize_batch_norms(model, seed=3)
+    images = np.random.default_rng(0).uniform(-2, 2, (2, 12, 16, 3)).astype(np.float32)
+    reference = model(images, training=False).numpy()
+    report = FoldReport()
+    folded = fold_batch_norms(model, report)
+    assert sorted(report.folded) == ["conv_bn", "dw_bn", "sep_bn"]
+    assert report.kept == {
+        "after_activation_bn": "after a convolution with an activation",
+        "shared_out_bn": "convolution output also read elsewhere",
+        "after_concat_bn": "after Concatenate",
+    }
+    assert sorted(batch_norms(folded)) == ["after_activation_bn", "after_concat_bn", "shared_out_bn"]
+    np.testing.assert_allclose(folded(images, training=False).numpy(), reference, rtol=1e-5, atol=1e-5)
+    # The original is untouched and still the reference.
+    assert len(batch_norms(model)) == 6
+    np.testing.assert_array_equal(model(images, training=False).numpy(), reference)
+
+
+def test_tiny_emlnet_folds_nested_encoders_with_equal_maps_and_taps():
+    from keras_emlnet.models.emlnet import EMLNet
+    from keras_emlnet.testing import tiny_emlnet
+
+    model = tiny_emlnet((32, 48), output_mode="log_density")
+    randomize_batch_norms(model, seed=5)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 48, 3)).astype(np.float32)
+    report = FoldReport()
+    folded = fold_batch_norms(model, report)
+    assert isinstance(folded, EMLNet) and folded.decoder is model.decoder
+    assert sorted(report.folded) == ["tiny_a_conv2_bn", "tiny_b_conv2_bn"]
+    assert batch_norms(folded) == []
+    want, got = model.extractor(images), folded.extractor(images)
+    assert sorted(want) == sorted(got)
+    for tap in want:
+        np.testing.assert_allclose(got[tap].numpy(), want[tap].numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(folded(images).numpy(), model(images).numpy(), rtol=1e-5, atol=1e-5)
+    assert (folded.input_size, folded.resize_mode, folded.output_mode) == (
+        model.input_size, model.resize_mode, model.output_mode)
+
+
+def test_copy_shares_no_layer_so_a_policy_on_it_leaves_the_original_float32():
+    from keras_emlnet.inference.predictor import set_compute_precision
+    from keras_emlnet.testing import tiny_emlnet
+
+    model = tiny_emlnet((32, 48))
+    folded = fold_batch_norms(model, copy=True)
+    original_ids = {id(layer) for layer in model._flatten_layers(include_self=False, recursive=True)}
+    shared = [layer.name for layer in folded._flatten_layers(include_self=False, recursive=True)
+              if id(layer) in original_ids and not isinstance(layer, keras.layers.InputLayer)]
+    assert shared == []
+    set_compute_precision(folded, "bfloat16")
+    images = np.random.default_rng(2).uniform(0, 255, (1, 32, 48, 3)).astype(np.float32)
+    assert all(layer.dtype_policy.name == "float32"
+               for layer in model._flatten_layers(include_self=False, recursive=True))
+    reduced = folded(images).numpy()
+    exact = model(images).numpy()
+    assert not np.array_equal(reduced, exact)  # bfloat16 rounding shows...
+    assert np.corrcoef(reduced.ravel(), exact.ravel())[0, 1] > 0.99  # ...on the same map
+
+
+def test_a_model_without_batch_norms_comes_back_as_is():
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+    assert fold_batch_norms(model) is model
