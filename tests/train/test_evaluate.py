@@ -150,3 +150,22 @@ def test_bad_sample_without_skip_bad_is_one_line_naming_the_file_and_the_fix(cat
     with open(tmp_path / "eval" / "results.md") as f:
         text = f.read()
     assert "1 bad sample(s) were left out" in text and bad in text
+
+
+def test_default_out_dir_is_beside_the_model_and_never_inside_a_savedmodel_export(tmp_path, monkeypatch):
+    from train.evaluate import default_out_dir
+
+    assert default_out_dir("runs/emlnet/emlnet.keras", "salicon", "val") == os.path.join("runs", "emlnet",
+                                                                                         "eval_salicon_val")
+    assert default_out_dir("emlnet.keras", "mit1003", "val") == os.path.join(".", "eval_mit1003_val")
+    base = tmp_path / "exports" / "emlnet"
+    (base / "1").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert default_out_dir("exports/emlnet/1", "salicon", "val") == os.path.join("exports",
+                                                                                 "eval_emlnet_1_salicon_val")
+    assert default_out_dir(str(base / "1") + os.sep, "cat2000", "val") == str(
+        tmp_path / "exports" / "eval_emlnet_1_cat2000_val")
+    monkeypatch.chdir(base)  # the version folder named from inside the export base
+    out = os.path.abspath(default_out_dir("1", "salicon", "val"))
+    assert out == str(tmp_path / "exports" / "eval_emlnet_1_salicon_val")
+    assert os.path.commonpath([out, str(base)]) != str(base)
