@@ -87,7 +87,8 @@ def default_out_dir(model_path, dataset, split):
         return os.path.join(os.path.dirname(path) or ".", f"eval_{dataset}_{split}")
     version = os.path.abspath(path)
     base = os.path.dirname(version)
-    out = os.path.join(os.path.dirname(base), f"eval_{os.path.basename(base)}_{os.path.basename(version)}_{dataset}_{split}")
+    name = f"{os.path.basename(base)}_{os.path.basename(version)}"
+    out = os.path.join(os.path.dirname(base), f"eval_{name}_{dataset}_{split}")
     return out if os.path.isabs(model_path) else os.path.relpath(out)
 
 

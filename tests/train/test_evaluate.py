@@ -155,8 +155,8 @@ def test_bad_sample_without_skip_bad_is_one_line_naming_the_file_and_the_fix(cat
 def test_default_out_dir_is_beside_the_model_and_never_inside_a_savedmodel_export(tmp_path, monkeypatch):
     from train.evaluate import default_out_dir
 
-    assert default_out_dir("runs/emlnet/emlnet.keras", "salicon", "val") == os.path.join("runs", "emlnet",
-                                                                                         "eval_salicon_val")
+    keras_out = default_out_dir("runs/emlnet/emlnet.keras", "salicon", "val")
+    assert keras_out == os.path.join("runs", "emlnet", "eval_salicon_val")
     assert default_out_dir("emlnet.keras", "mit1003", "val") == os.path.join(".", "eval_mit1003_val")
     base = tmp_path / "exports" / "emlnet"
     (base / "1").mkdir(parents=True)
