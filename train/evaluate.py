@@ -8,7 +8,8 @@
 Prints the table (columns in the MIT benchmark's order, as the EML-NET paper's
 tables) with a center-bias row and, with --baseline_maps, a row for another
 model's maps; writes results.md, results.csv, results.json (with per-image
-scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<split>),
+scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<split>;
+exports/eval_emlnet_1_<dataset>_<split> for exports/emlnet/1, outside the export),
 and with --report report.html (table beside the paper's numbers, gallery of
 the best and worst images; keras_emlnet/evaluation/report.py).
 CAT2000 is also reported per category. See keras_emlnet/evaluation/evaluate.py.
@@ -40,7 +41,8 @@ def define_flags(flag_values=FLAGS):
     flags_common.define_data_flags(flag_values, dataset_default=None)
     flags.DEFINE_string("split", "val", "Split with ground truth: val, train (all: MIT1003, CAT2000).",
                         flag_values=flag_values)
-    flags.DEFINE_string("out", None, "Output folder (default: <model folder>/eval_<dataset>_<split>).",
+    flags.DEFINE_string("out", None, "Output folder (default: <model folder>/eval_<dataset>_<split>; for a SavedModel "
+                        "exports/emlnet/1: exports/eval_emlnet_1_<dataset>_<split>).",
                         flag_values=flag_values)
     flags.DEFINE_string("model_name", None, "Row label of the model (default: from --model).",
                         flag_values=flag_values)
@@ -75,10 +77,19 @@ def default_model_name(model_path):
 
 
 def default_out_dir(model_path, dataset, split):
-    """<folder holding the model>/eval_<dataset>_<split>."""
+    """runs/emlnet/emlnet.keras -> runs/emlnet/eval_<dataset>_<split>; exports/emlnet/1 -> exports/eval_emlnet_1_<...>.
+
+    A SavedModel's results go beside its export base, not into it: the version folder is what gets deployed
+    (serving/Dockerfile copies exports/emlnet), and report.html embeds the dataset's photos.
+    """
     path = os.path.normpath(model_path)
-    folder = os.path.dirname(path) if path.endswith(".keras") else path
-    return os.path.join(folder or ".", f"eval_{dataset}_{split}")
+    if path.endswith(".keras"):
+        return os.path.join(os.path.dirname(path) or ".", f"eval_{dataset}_{split}")
+    version = os.path.abspath(path)
+    base = os.path.dirname(version)
+    name = f"{os.path.basename(base)}_{os.path.basename(version)}"
+    out = os.path.join(os.path.dirname(base), f"eval_{name}_{dataset}_{split}")
+    return out if os.path.isabs(model_path) else os.path.relpath(out)
 
 
 def main(argv):

@@ -60,7 +60,8 @@ def main(argv):
         encoder_config, decoder_config = stage_configs(source.input_size)
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
-    logging.info("fine-tuning %s on %s: %s", source.workdir, FLAGS.dataset, plan)
+    logging.info("fine-tuning %s on %s; the paper's protocol (split sizes of the full dataset): %s",
+                 source.workdir, FLAGS.dataset, plan)
     verbose, callbacks = flags_common.training_progress()
     try:
         result = finetuning.finetune(

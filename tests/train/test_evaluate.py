@@ -162,3 +162,22 @@ def test_tables_say_which_post_processing_produced_each_row(cli_run):
         markdown = f.read()
     for row, description in expected.items():
         assert f"- {row}: {description}\n" in markdown and f"- {row}: {description}" in stdout
+
+
+def test_default_out_dir_is_beside_the_model_and_never_inside_a_savedmodel_export(tmp_path, monkeypatch):
+    from train.evaluate import default_out_dir
+
+    keras_out = default_out_dir("runs/emlnet/emlnet.keras", "salicon", "val")
+    assert keras_out == os.path.join("runs", "emlnet", "eval_salicon_val")
+    assert default_out_dir("emlnet.keras", "mit1003", "val") == os.path.join(".", "eval_mit1003_val")
+    base = tmp_path / "exports" / "emlnet"
+    (base / "1").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert default_out_dir("exports/emlnet/1", "salicon", "val") == os.path.join("exports",
+                                                                                 "eval_emlnet_1_salicon_val")
+    assert default_out_dir(str(base / "1") + os.sep, "cat2000", "val") == str(
+        tmp_path / "exports" / "eval_emlnet_1_cat2000_val")
+    monkeypatch.chdir(base)  # the version folder named from inside the export base
+    out = os.path.abspath(default_out_dir("1", "salicon", "val"))
+    assert out == str(tmp_path / "exports" / "eval_emlnet_1_salicon_val")
+    assert os.path.commonpath([out, str(base)]) != str(base)
