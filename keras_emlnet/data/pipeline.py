@@ -272,6 +272,15 @@ class _FolderSource:
         import tensorflow as tf
 
         if getattr(self, "_cached_tensors", None) is None:
+            self._cached_tensors = self._make_tensors()
+        return self._cached_tensors
+
+    def _make_tensors(self):
+        import tensorflow as tf
+
+        # Eager constants, even when first asked for while a tf.data function is traced:
+        # every function built over this source captures the same ones.
+        with tf.init_scope():
             listed = self.listed
             tensors = {
                 "name": tf.constant([s.record.image_path for s in listed]),
@@ -284,8 +293,7 @@ class _FolderSource:
                     np.concatenate([s.rows for s in listed]).astype(np.int32), [len(s.rows) for s in listed])
                 tensors["cols"] = tf.RaggedTensor.from_row_lengths(
                     np.concatenate([s.cols for s in listed]).astype(np.int32), [len(s.cols) for s in listed])
-            self._cached_tensors = tensors
-        return self._cached_tensors
+        return tensors
 
     def _raw(self, index):
         import tensorflow as tf
@@ -343,7 +351,7 @@ class _ShardSource:
     def shuffled(self, seed):
         import tensorflow as tf
 
-        buffer_seed = tf.random.experimental.stateless_fold_in(seed, 1)[0]
+        buffer_seed = tf.cast(tf.random.experimental.stateless_fold_in(seed, 1)[0], tf.int64)
         if self.limit is not None:
             return self.ordered().shuffle(self.num_examples, seed=buffer_seed)
         files = tf.random.experimental.stateless_shuffle(tf.constant(list(self.shards.files)), seed)
@@ -433,7 +441,8 @@ class EpochOrder:
             # Decoded samples from the cache, shuffled in a window (a full-size buffer
             # would hold a second copy of the cached dataset).
             buffer = min(self.source.num_examples, CACHED_SHUFFLE_BUFFER)
-            ds = self._decoded_in_order().shuffle(buffer, seed=tf.random.experimental.stateless_fold_in(seed, 2)[0])
+            ds = self._decoded_in_order().shuffle(
+                buffer, seed=tf.cast(tf.random.experimental.stateless_fold_in(seed, 2)[0], tf.int64))
             ds = ds.skip(skip).enumerate(tf.cast(skip, tf.int64))
         else:
             # Skipping happens before decoding: resuming costs no decode.

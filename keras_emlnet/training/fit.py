@@ -194,13 +194,13 @@ def fit(
         done = start.epoch >= config.epochs or (config.max_steps is not None and start.step >= config.max_steps)
         history = {}
         if not done:
-            train_data = _training_data(train_data, config)
+            train_data, steps_per_epoch = _training_data(train_data, config, start)
             history = model.fit(
                 train_data,
                 validation_data=None if val_data is None else runtime.distribute_dataset(val_data, config.distribution),
                 epochs=config.epochs,
                 initial_epoch=start.epoch,
-                steps_per_epoch=config.steps_per_epoch,
+                steps_per_epoch=steps_per_epoch,
                 validation_steps=config.validation_steps,
                 callbacks=_callbacks(config, out_dir, val_data is not None, steps, callbacks),
                 shuffle=False,  # tf.data input: the pipeline shuffles (seeded)
@@ -245,10 +245,25 @@ def fit_saliency_model(model_fn, train_data, val_data, config, workdir, *, run_s
     )
 
 
-def _training_data(dataset, config):
+def _training_data(dataset, config, start):
+    """(dataset, steps_per_epoch) for Model.fit, continuing the run's data order from `start`.
+
+    A `build_dataset(training=True)` dataset carries `epoch_stream`: epochs
+    whose order is a function of (seed, epoch), entered `start.step` batches
+    in, so a resumed run sees what an uninterrupted one would have. Keras
+    keeps one iterator over it across epochs (steps_per_epoch is set: one
+    pass of the data, or the config's). Other datasets are iterated afresh
+    each epoch (repeated when the config fixes the epoch length).
+    """
+    stream = getattr(dataset, "epoch_stream", None)
+    if stream is not None:
+        steps = config.steps_per_epoch or dataset.batches_per_epoch
+        return runtime.distribute_dataset(stream(start.step), config.distribution), steps
     dataset = runtime.distribute_dataset(dataset, config.distribution)
     # With a fixed epoch length the data must not run out mid-epoch.
-    return dataset.repeat() if config.steps_per_epoch is not None else dataset
+    if config.steps_per_epoch is not None:
+        return dataset.repeat(), config.steps_per_epoch
+    return dataset, None
 
 
 def _callbacks(config, out_dir, has_validation, step_counter, extra):
