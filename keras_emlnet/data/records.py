@@ -13,6 +13,9 @@ import os
 import threading
 
 import numpy as np
+from PIL import Image
+
+from keras_emlnet import image_files
 
 _LOG = logging.getLogger(__name__)
 
@@ -113,24 +116,34 @@ def require_files(record, *, skip_bad, report):
 
 
 def load_rgb(path):
-    """Decodes an image file to uint8 RGB (h, w, 3); grey images are expanded."""
-    from PIL import Image
+    """Decodes an image file to upright uint8 RGB (h, w, 3) (`image_files.decode_rgb`).
 
+    The pixel limit is checked from the header first and EXIF orientation
+    applied; grey images are expanded.
+    """
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return image_files.decode_rgb(path)
+    except image_files.ImageTooLargeError as error:
+        raise BadSampleError(path, f"too large ({error.pixels:,} pixels > {error.limit:,})") from error
     except (OSError, ValueError, SyntaxError) as error:  # PIL's decode errors
         raise BadSampleError(path, f"unreadable image ({error})") from error
 
 
 def load_grey(path, expected_size):
-    """Decodes a map image (PNG/JPEG) to float64 (h, w) in 0–255, size-checked."""
-    from PIL import Image
+    """Decodes a map image (PNG/JPEG) to float64 (h, w) in 0–255, size-checked.
 
+    Maps are pixel grids aligned with their image: no EXIF orientation.
+    """
     try:
+        header = image_files.read_header(path)
+        check_size(path, (header.height, header.width), expected_size)
         with Image.open(path) as image:
             array = np.asarray(image.convert("L"), dtype=np.float64)
+    except image_files.ImageTooLargeError as error:
+        raise BadSampleError(path, f"too large ({error.pixels:,} pixels > {error.limit:,})") from error
     except (OSError, ValueError, SyntaxError) as error:
+        if isinstance(error, BadSampleError):
+            raise
         raise BadSampleError(path, f"unreadable image ({error})") from error
     check_size(path, array.shape, expected_size)
     return array
