@@ -58,6 +58,8 @@ class FitResult:
         initial_epoch: the epoch this call started from (> 0 when resumed).
         steps: batches trained in the whole run so far.
         history: {log name: per-epoch values} of the epochs this call ran.
+        is_chief: False on the non-chief workers of a multi-worker run, which
+            must not write the run folder (the stages skip their own outputs).
     """
 
     model: Any
@@ -65,6 +67,7 @@ class FitResult:
     initial_epoch: int
     steps: int
     history: dict
+    is_chief: bool = True
 
 
 def make_optimizer(config):
@@ -179,7 +182,7 @@ def fit(
         with strategy.scope():
             model = model_fn()
             model.compile(optimizer=make_optimizer(config), loss=loss, metrics=[make() for make in metrics])
-            start = training_callbacks.restore_backup(model, os.path.join(out_dir, "backup"))
+            start = training_callbacks.restore_backup(model, runtime.backup_dir(workdir))
         start = start or training_callbacks.BackupState(epoch=0, step=0)
         atomic_files.write_json_atomic(
             os.path.join(out_dir, "config.json"),
@@ -210,8 +213,12 @@ def fit(
     final_path = os.path.join(out_dir, final_model_name)
     with atomic_files.atomic_path(final_path) as tmp:
         final.save(tmp)
+    if out_dir != workdir:  # a non-chief worker: its copy of the outputs was scratch
+        runtime.remove_worker_dir(out_dir, workdir)
+        final_path = os.path.join(workdir, final_model_name)
     return FitResult(
-        model=model, final_model_path=final_path, initial_epoch=start.epoch, steps=steps.steps, history=history
+        model=model, final_model_path=final_path, initial_epoch=start.epoch, steps=steps.steps, history=history,
+        is_chief=out_dir == workdir,
     )
 
 

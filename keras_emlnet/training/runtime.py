@@ -7,6 +7,8 @@ undo their side effects (the global policy) when a run ends.
 
 import contextlib
 import os
+import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
@@ -33,20 +35,29 @@ def policy_scope(mixed_precision):
         keras.mixed_precision.set_global_policy(previous)
 
 
+_STRATEGIES = {}
+
+
 def make_strategy(distribution):
     """Returns the tf.distribute strategy for a `TrainConfig.distribution`.
 
     None is the default (no-op) strategy; "mirrored" replicates over all local
     GPUs (the CPU when there are none); "multi_worker" reads the cluster from
-    the TF_CONFIG environment variable and must be created before other TF work.
+    the TF_CONFIG environment variable. A process makes one strategy of each
+    kind and returns it on every later call: a MultiWorkerMirroredStrategy
+    configures the collective ops, which TensorFlow allows once and only
+    before other TF work, so the stages call this before building any data.
     """
     if distribution is None:
         return tf.distribute.get_strategy()
-    if distribution == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if distribution == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown distribution {distribution!r}; use one of {DISTRIBUTIONS}")
+    if distribution not in ("mirrored", "multi_worker"):
+        raise ValueError(f"unknown distribution {distribution!r}; use one of {DISTRIBUTIONS}")
+    if distribution not in _STRATEGIES:
+        if distribution == "mirrored":
+            _STRATEGIES[distribution] = tf.distribute.MirroredStrategy()
+        else:
+            _STRATEGIES[distribution] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _STRATEGIES[distribution]
 
 
 def is_chief(strategy):
@@ -61,16 +72,30 @@ def is_chief(strategy):
 
 
 def output_dir(workdir, strategy):
-    """The folder this worker writes to: `workdir`, or a private one beside it.
+    """The folder this worker writes to: `workdir` (the chief), or a private temporary one.
 
     Every worker of a multi-worker run must save (saving reads replicated
-    variables in lockstep), but only the chief may own `workdir`; the others
-    write under `workdir/workers/<task>_<id>`.
+    variables in lockstep), but only the chief writes the run folder; the
+    others write to a fresh temporary folder (Keras's multi-worker pattern),
+    which `remove_worker_dir` deletes when the run ends. Every worker
+    restores from the chief's backup (`backup_dir`): the workers of one run
+    share a filesystem or a bucket (gs://, s3://) for the run folder.
     """
     if is_chief(strategy):
         return workdir
     resolver = strategy.cluster_resolver
-    return os.path.join(workdir, "workers", f"{resolver.task_type}_{resolver.task_id}")
+    return tempfile.mkdtemp(prefix=f"emlnet-{resolver.task_type}_{resolver.task_id}-")
+
+
+def remove_worker_dir(out_dir, workdir):
+    """Deletes a non-chief worker's temporary output folder (never the run folder)."""
+    if os.path.abspath(out_dir) != os.path.abspath(workdir):
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def backup_dir(workdir):
+    """The run's backup folder, which every worker restores from."""
+    return os.path.join(workdir, "backup")
 
 
 def distribute_dataset(dataset, distribution):
