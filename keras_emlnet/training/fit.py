@@ -197,6 +197,8 @@ def fit(
         done = start.epoch >= config.epochs or (config.max_steps is not None and start.step >= config.max_steps)
         history = {}
         if not done:
+            if config.distribution == "multi_worker":
+                runtime.build_for_multi_worker(model, train_data)
             train_data, steps_per_epoch = _training_data(train_data, config, start)
             history = model.fit(
                 train_data,

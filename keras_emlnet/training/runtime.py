@@ -57,7 +57,41 @@ def make_strategy(distribution):
             _STRATEGIES[distribution] = tf.distribute.MirroredStrategy()
         else:
             _STRATEGIES[distribution] = tf.distribute.MultiWorkerMirroredStrategy()
+            _fix_keras_multi_worker_log_reduction()
     return _STRATEGIES[distribution]
+
+
+def _fix_keras_multi_worker_log_reduction():
+    """Makes Keras 3.15 average scalar logs across workers with axis=None.
+
+    Keras's `reduce_per_replica` (`keras/src/backend/tensorflow/trainer.py`)
+    reduces every log of a multi-worker step with
+    ``strategy.reduce("MEAN", v, axis=0)``, which fails on the scalar losses
+    and metrics ("Invalid reduction dimension 0 for input with 0
+    dimensions"): no step can run. Scalars are averaged over the replicas
+    (axis=None) instead; anything else goes to Keras's own function.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "_emlnet_fixed", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            # One local replica: strategy.run returns plain tensors, not PerReplica values.
+            local = value.values[0] if isinstance(value, tf.distribute.DistributedValues) else value
+            if tf.is_tensor(local) and local.shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return keras.tree.map_structure(reduce, values)
+
+    reduce_per_replica._emlnet_fixed = True
+    trainer.reduce_per_replica = reduce_per_replica
 
 
 def is_chief(strategy):
@@ -107,6 +141,23 @@ def distribute_dataset(dataset, distribution):
     # not by file, so that every worker gets data.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def build_for_multi_worker(model, dataset):
+    """Builds `model`'s compiled state from one batch of `dataset`, before `fit`, for MultiWorkerMirroredStrategy.
+
+    Keras 3.15's `fit` under a strategy first builds the model from one
+    distributed batch averaged with ``strategy.reduce("MEAN", batch)``
+    (`keras/src/backend/tensorflow/trainer.py`, `_maybe_symbolic_build`);
+    with two or more workers that reduce receives a nest of PerReplica
+    values, which MultiWorkerMirroredStrategy cannot reduce ("Attempt to
+    convert a value (PerReplica...) to a Tensor"). The same build is done
+    here from an undistributed batch (shapes are all it needs), and `fit`'s
+    step is skipped for this model.
+    """
+    batch = next(iter(dataset.take(1)))
+    model._maybe_symbolic_build(data_batch=batch)  # in the strategy's scope, as fit does it
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def float32_copy(model):
