@@ -181,6 +181,8 @@ def fit(
         out_dir = runtime.output_dir(workdir, strategy)
         with strategy.scope():
             model = model_fn()
+            if strategy.num_replicas_in_sync > 1:
+                runtime.synchronize_batch_norm(model)  # batch statistics of the global batch, as on one device
             model.compile(optimizer=make_optimizer(config), loss=loss, metrics=[make() for make in metrics])
             start = training_callbacks.restore_backup(model, runtime.backup_dir(workdir))
         start = start or training_callbacks.BackupState(epoch=0, step=0)

@@ -143,6 +143,24 @@ def distribute_dataset(dataset, distribution):
     return dataset.with_options(options)
 
 
+def synchronize_batch_norm(model):
+    """Makes every BatchNormalization layer in `model` use the global batch's statistics.
+
+    Under a strategy with several replicas each replica sees batch_size / N
+    samples; Keras's BatchNormalization normalises a training batch with its
+    replica's statistics unless ``synchronized`` (all-reduced moments), so the
+    backbones' BN layers (NASNet, DenseNet, ResNet) would train on other
+    statistics than one device with the same global batch (and on 1–2 samples
+    a replica at the recipe's batch 8). Returns the number of layers changed.
+    """
+    changed = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            changed += 1
+    return changed
+
+
 def build_for_multi_worker(model, dataset):
     """Builds `model`'s compiled state from one batch of `dataset`, before `fit`, for MultiWorkerMirroredStrategy.
 

@@ -106,7 +106,7 @@ def check_two_workers_match_one_process(module, args, tmp_path, final_file):
     assert codes == [0, 0], [log[-3000:] for log in logs]
     assert "resumed from epoch 1" in logs[0] and "resumed from epoch 1" in logs[1]
     recorded = json.loads((workdir / "config.json").read_text())
-    assert recorded["runtime"]["strategy"] == "MultiWorkerMirroredStrategy"
+    assert recorded["runtime"]["strategy"] == "CollectiveAllReduceStrategy"  # MultiWorkerMirroredStrategy's class
     assert recorded["runtime"]["num_replicas"] == 2 and recorded["train"]["distribution"] == "multi_worker"
 
     chief, other, alone = (weights(tmp_path / name) for name in ("resumed_worker0.npz", "resumed_worker1.npz",
