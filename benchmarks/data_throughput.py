@@ -21,6 +21,7 @@ assumed consumption (`--gpu_images_per_s`, see its help).
     python benchmarks/data_throughput.py --num_images 16 --input_size 96x128 --image_size 120x160  # smoke
 """
 
+import importlib
 import json
 import os
 import resource
@@ -98,7 +99,7 @@ def numpy_function_dataset(dataset, data_dir, input_size, batch_size, seed):
 def measure(config):
     """One cell, in a fresh process: pin the cores, build the path's dataset, time its epochs."""
     os.sched_setaffinity(0, config["cores"])  # before TensorFlow sizes its thread pools
-    import tensorflow  # noqa: F401  (loaded before the build is timed)
+    importlib.import_module("tensorflow")  # loaded before the build is timed
 
     from keras_emlnet.data import build_dataset
 
