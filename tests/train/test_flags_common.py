@@ -69,3 +69,11 @@ def test_rejected_values_are_usage_errors_naming_the_flag_as_typed(flag_values):
         flags_common.train_config_from_flags(RECIPE, flag_values("--learning_rate", "-1"))
     with pytest.raises(app.UsageError, match="--input_size must be HxW"):
         flags_common.train_config_from_flags(RECIPE, flag_values("--input_size", "480by640"))
+
+
+@pytest.mark.parametrize("flag", ["--strategy", "--distribution"])  # the contract's name and the older alias
+def test_strategy_flag_sets_the_distribution(flag_values, flag):
+    config = flags_common.train_config_from_flags(RECIPE, flag_values(flag, "multi_worker"))
+    assert config == dataclasses.replace(RECIPE, distribution="multi_worker")
+    with pytest.raises(flags.IllegalFlagValueError):
+        flag_values(flag, "tpu")
