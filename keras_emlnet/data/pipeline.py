@@ -24,10 +24,10 @@ import dataclasses
 import numpy as np
 
 from keras_emlnet import image_files
-from keras_emlnet.data import cat2000, mit1003, records, salicon, tfrecords
+from keras_emlnet.data import records, tfrecords
+from keras_emlnet.data.readers import get_reader, load_sample
 from keras_emlnet.models import geometry
 
-READERS = {"salicon": salicon, "mit1003": mit1003, "cat2000": cat2000}
 # After cache() the shuffle is a window this many samples wide (a full-size
 # buffer would hold a second copy of the cached dataset in memory).
 CACHED_SHUFFLE_BUFFER = 256
@@ -54,26 +54,6 @@ class EvalSample:
     fixation_original: np.ndarray
     geometry: geometry.Geometry
     image_path: str = None
-
-
-def get_reader(dataset):
-    """The reader module for "salicon", "mit1003" or "cat2000"."""
-    if dataset not in READERS:
-        raise ValueError(f"dataset must be one of {sorted(READERS)}, got {dataset!r}")
-    return READERS[dataset]
-
-
-def load_sample(reader, record):
-    """Decodes one record: (uint8 image (h,w,3), float64 density (h,w) sum 1, rows, cols).
-
-    Raises:
-        records.BadSampleError naming the file and the problem.
-    """
-    image = records.load_rgb(record.image_path)
-    size = image.shape[:2]
-    density = records.load_density(record.density_path, size)
-    rows, cols = reader.read_fixations(record.fixation_path, size)
-    return image, density, rows, cols
 
 
 def iter_eval_samples(dataset, data_dir, split, *, input_size=(480, 640), skip_bad=False,
@@ -269,8 +249,6 @@ class _FolderSource:
         self.has_targets = bool(listed) and listed[0].rows is not None
 
     def _tensors(self):
-        import tensorflow as tf
-
         if getattr(self, "_cached_tensors", None) is None:
             self._cached_tensors = self._make_tensors()
         return self._cached_tensors

@@ -12,7 +12,7 @@ re-encoding: the pipeline decodes exactly what the folder holds), the
 fixations as 0-based (row, col) pixels of the upright original image (parsed
 once here, from .mat or binary maps), the upright original size, the name,
 CAT2000 category and the source path. Every sample is decoded and checked
-with the dataset's reader first (`pipeline.load_sample`): a bad one is
+with the dataset's reader first (`readers.load_sample`): a bad one is
 reported and left out, as the readers do with ``skip_bad``.
 
 Shards hold consecutive samples of the reader's order, so reading them in
@@ -35,7 +35,7 @@ import os
 import numpy as np
 
 from keras_emlnet import atomic_files, image_files
-from keras_emlnet.data import records
+from keras_emlnet.data import readers, records
 
 FORMAT = "keras_emlnet.tfrecord/1"
 CONVERSION_SUFFIX = ".conversion.json"
@@ -96,12 +96,10 @@ def _read_bytes(path):
 
 def _checked_example(reader, record):
     """The record's serialized example after the reader's full checks (raises BadSampleError)."""
-    from keras_emlnet.data import pipeline
-
     if record.density_path is None:  # images only (SALICON test)
         image = records.load_rgb(record.image_path)
         return encode_example(record, _read_bytes(record.image_path), image.shape[:2])
-    image, _, rows, cols = pipeline.load_sample(reader, record)
+    image, _, rows, cols = readers.load_sample(reader, record)
     return encode_example(record, _read_bytes(record.image_path), image.shape[:2],
                           _read_bytes(record.density_path), rows, cols)
 
@@ -150,13 +148,11 @@ def convert(dataset, data_dir, split, out, num_shards, *, report=None, progress=
         ValueError: `out` holds this split converted with other settings, or
             no samples.
     """
-    from keras_emlnet.data import pipeline
-
     import tensorflow as tf
 
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    reader = pipeline.get_reader(dataset)
+    reader = readers.get_reader(dataset)
     report = records.BadDataReport() if report is None else report
     samples = reader.list_samples(data_dir, split, skip_bad=True, report=report)
     if not samples:
