@@ -23,6 +23,7 @@ REPO = REPO_ROOT
 DOCUMENTED = {
     "keras_emlnet.convert_places365": set(),  # positional: CHECKPOINT.pth.tar OUT.weights.h5
     "keras_emlnet.data.generate": {"dataset", "out", "num_images"},
+    "keras_emlnet.data.to_tfrecord": {"dataset", "data_dir", "split", "out", "num_shards"},
     "train.encoder": {"backbone", "data_dir", "dataset", "weights", "workdir", "learning_rate", "mixed_precision",
                       "strategy", "distribution", "input_size", "max_steps"},
     "train.decoder": {"encoders", "data_dir", "dataset", "workdir"},
