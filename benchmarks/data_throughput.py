@@ -1,10 +1,11 @@
 """Training-pipeline images/s: folder vs TFRecord shards, on 1 core and on 2 pinned cores, side by side.
 
-Each cell runs in a fresh process pinned with `os.sched_setaffinity` before
-TensorFlow loads (TF sizes its thread pools from the CPUs it may use), and
-measures what `build_dataset(..., training=True)` delivers to `fit`: its
-`epoch_stream` (decode, EXIF, geometry, targets, flips, batching) at
-480x640, batch 8, epochs after a warm-up one. Three input paths:
+Each core setting runs in a fresh process pinned with `os.sched_setaffinity`
+before TensorFlow loads (TF sizes its thread pools from the CPUs it may
+use); there the input paths take turns, epoch by epoch (median of
+`--rounds` after a warm-up epoch), measuring what `build_dataset(...,
+training=True)` delivers to `fit`: its `epoch_stream` (decode, EXIF,
+geometry, targets, flips, batching) at 480x640, batch 8. Three input paths:
 
 - ``numpy_function``: the pipeline before issue 16, reproduced here as the
   baseline: PIL/scipy decoding and .mat parsing per step in
@@ -18,7 +19,7 @@ Targets (issue 16): shards >= 3x the folder's images/s per core, and 2 cores
 assumed consumption (`--gpu_images_per_s`, see its help).
 
     python benchmarks/data_throughput.py                      # SALICON-size synthetic data
-    python benchmarks/data_throughput.py --num_images 16 --input_size 96x128 --image_size 120x160  # smoke
+    python benchmarks/data_throughput.py --num_images 16 --input_size 96x128 --image_size 120x160 --rounds 1  # smoke
 """
 
 import importlib
@@ -43,7 +44,7 @@ flags.DEFINE_integer("num_images", 96, "Synthetic images to generate (the train 
 flags.DEFINE_string("image_size", None, "Synthetic image size HxW; unset: the dataset's real size.")
 flags.DEFINE_string("input_size", "480x640", "Model input size HxW.")
 flags.DEFINE_integer("batch_size", 8, "Batch size (the encoder recipe's 8).")
-flags.DEFINE_integer("epochs", 3, "Epochs through the pipeline per cell; the first is warm-up.")
+flags.DEFINE_integer("rounds", 3, "Timed turns of two epochs per path (after a warm-up round), paths taking turns.")
 flags.DEFINE_integer("num_shards", 4, "Shards to convert the train split into.")
 flags.DEFINE_list("paths", ["numpy_function", "folder", "shards"], "Input paths to measure.")
 flags.DEFINE_float("gpu_images_per_s", 100.0,
@@ -97,48 +98,50 @@ def numpy_function_dataset(dataset, data_dir, input_size, batch_size, seed):
 
 
 def measure(config):
-    """One cell, in a fresh process: pin the cores, build the path's dataset, time its epochs."""
+    """One core setting, in a fresh process: pin the cores, then time the paths' epochs taking turns.
+
+    Each turn times two epochs of a fresh iterator (after its first batch);
+    a warm-up round, then `rounds` timed ones, the paths in turn within each
+    round, so a change in the machine's load hits them alike.
+    """
     os.sched_setaffinity(0, config["cores"])  # before TensorFlow sizes its thread pools
-    importlib.import_module("tensorflow")  # loaded before the build is timed
+    importlib.import_module("tensorflow")  # loaded before the builds are timed
 
     from keras_emlnet.data import build_dataset
 
     input_size = tuple(config["input_size"])
-    start = time.perf_counter()
-    if config["path"] == "numpy_function":
-        ds, count = numpy_function_dataset(config["dataset"], config["data_dir"], input_size,
-                                           config["batch_size"], seed=0)
-        epochs = [ds] * config["epochs"]
-    else:
-        root = config["shards_dir"] if config["path"] == "shards" else config["data_dir"]
-        built = build_dataset(config["dataset"], root, "train", input_size=input_size,
-                              batch_size=config["batch_size"], training=True, seed=0)
-        count, per_epoch = built.num_examples, built.batches_per_epoch
-        stream = iter(built.epoch_stream(0))
-        epochs = [_Take(stream, per_epoch) for _ in range(config["epochs"])]
-    build_seconds = time.perf_counter() - start
-    rates = []
-    for epoch, batches in enumerate(epochs):
-        start, images = time.perf_counter(), 0
-        for x, _ in batches:
-            images += int(x.shape[0])
-        seconds = time.perf_counter() - start
-        if epoch > 0 or len(epochs) == 1:
-            rates.append(images / seconds)
-    return {"images_per_s": statistics.median(rates), "rates": rates, "images_per_epoch": count,
-            "build_seconds": build_seconds, "threads": len(os.sched_getaffinity(0)),
+    streams, built = {}, {}
+    for path in config["paths"]:
+        start = time.perf_counter()
+        if path == "numpy_function":
+            ds, count = numpy_function_dataset(config["dataset"], config["data_dir"], input_size,
+                                               config["batch_size"], seed=0)
+            per_epoch = -(-count // config["batch_size"])
+            streams[path] = lambda round_index, ds=ds: ds.repeat()
+        else:
+            root = config["shards_dir"] if path == "shards" else config["data_dir"]
+            train = build_dataset(config["dataset"], root, "train", input_size=input_size,
+                                  batch_size=config["batch_size"], training=True, seed=0)
+            count, per_epoch = train.num_examples, train.batches_per_epoch
+            streams[path] = lambda round_index, train=train: train.epoch_stream(round_index * 2 * train.batches_per_epoch)
+        built[path] = {"build_seconds": time.perf_counter() - start, "images_per_epoch": count,
+                       "batches_per_epoch": per_epoch, "rates": []}
+    for round_index in range(config["rounds"] + 1):
+        for path in config["paths"]:
+            # A fresh iterator per turn, deleted after it: no path prefetches while another is timed.
+            iterator = iter(streams[path](round_index))
+            next(iterator)  # the pipeline starts (threads, autotuning) before the clock does
+            start, images = time.perf_counter(), 0
+            for _ in range(2 * built[path]["batches_per_epoch"]):
+                images += int(next(iterator)[0].shape[0])
+            seconds = time.perf_counter() - start
+            del iterator
+            if round_index:  # round 0 warms up
+                built[path]["rates"].append(images / seconds)
+    for path in built:
+        built[path]["images_per_s"] = statistics.median(built[path]["rates"])
+    return {"paths": built, "threads": len(os.sched_getaffinity(0)),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-class _Take:
-    """The next `n` batches of a running iterator (one epoch of an epoch stream)."""
-
-    def __init__(self, iterator, n):
-        self.iterator, self.n = iterator, n
-
-    def __iter__(self):
-        for _ in range(self.n):
-            yield next(self.iterator)
 
 
 def main(argv):
@@ -163,13 +166,14 @@ def main(argv):
         converted = tfrecords.convert(FLAGS.dataset, data_dir, "train", shards_dir, FLAGS.num_shards)
         convert_seconds = time.perf_counter() - start
         cells = {}
-        for path in FLAGS.paths:
-            for cores in core_sets:
-                config = {"path": path, "cores": cores, "dataset": FLAGS.dataset, "data_dir": data_dir,
-                          "shards_dir": shards_dir, "input_size": list(input_size), "batch_size": FLAGS.batch_size,
-                          "epochs": FLAGS.epochs}
-                logging.info("measuring %s on %d core(s)", path, len(cores))
-                cells[(path, len(cores))] = fresh_process.run_in_fresh_process(__file__, config)
+        for cores in core_sets:
+            config = {"paths": FLAGS.paths, "cores": cores, "dataset": FLAGS.dataset, "data_dir": data_dir,
+                      "shards_dir": shards_dir, "input_size": list(input_size), "batch_size": FLAGS.batch_size,
+                      "rounds": FLAGS.rounds}
+            logging.info("measuring %s on %d core(s)", FLAGS.paths, len(cores))
+            result = fresh_process.run_in_fresh_process(__file__, config)
+            for path, cell in result["paths"].items():
+                cells[(path, len(cores))] = {**cell, "peak_rss_mib": result["peak_rss_mib"]}
     load_after = os.getloadavg()
 
     gpu = FLAGS.gpu_images_per_s
@@ -190,7 +194,7 @@ def main(argv):
                "load_average_before": load_before, "load_average_after": load_after,
                "convert_images_per_s": converted.examples / convert_seconds,
                "config": {k: FLAGS[k].value for k in ("dataset", "data_dir", "num_images", "image_size",
-                                                       "input_size", "batch_size", "epochs", "num_shards")}}
+                                                       "input_size", "batch_size", "rounds", "num_shards")}}
     if "shards" in FLAGS.paths:
         for baseline in ("numpy_function", "folder"):
             if baseline in FLAGS.paths:
