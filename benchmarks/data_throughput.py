@@ -82,7 +82,7 @@ def numpy_function_dataset(dataset, data_dir, input_size, batch_size, seed):
         density.set_shape([None, None, 1])
         fixations.set_shape(input_size)
         image = geometry.tf_image_to_model(image, input_size, reader.MODE)
-        density = geometry.tf_image_to_model(density, input_size, reader.MODE)[..., 0]
+        density = geometry.tf_image_to_model(density, input_size, reader.MODE, antialias=False)[..., 0]
         density = tf.math.divide_no_nan(density, tf.reduce_sum(density))
         return image, tf.stack([density, fixations], axis=-1)
 

@@ -57,7 +57,8 @@ def main(argv):
             encoder_stage.ENCODER_RECIPE, learning_rate=float(rate), epochs=FLAGS.epochs,
             batch_size=FLAGS.batch_size, lr_decay_epochs=(FLAGS.decay_epoch,), input_size=(height, width),
         )
-        result = encoder_stage.train_encoder(backbone, "salicon", data_dir, config, os.path.join(out, f"lr{rate}"))
+        result = encoder_stage.train_encoder(backbone, "salicon", data_dir, config, os.path.join(out, f"lr{rate}"),
+                                             weights=None)
         histories[rate] = result.history
 
     print(f"{FLAGS.backbone} at {height}x{width}, {FLAGS.num_images} generated images, batch {FLAGS.batch_size}")

@@ -62,7 +62,7 @@ def export_model(export_base):
     else:
         from keras_emlnet.testing import tiny_emlnet
 
-        model = tiny_emlnet(cli.parse_size(FLAGS.input_size, "input_size") + (3,))
+        model = tiny_emlnet(cli.parse_size(FLAGS.input_size, "input_size"))
     export_saliency_model(model, ExportConfig(model=FLAGS.model or "<tiny_emlnet>",
                                               export_base=export_base, version=1, model_name="emlnet"))
     return "emlnet"

@@ -306,7 +306,7 @@ def tf_apply_orientation(image, orientation):
 
 
 def tf_image_size(encoded):
-    """int32 [height, width] declared by JPEG/PNG/GIF/BMP bytes, without decoding; [-1, -1] otherwise."""
+    """int32 [height, width] declared by JPEG/PNG/GIF/BMP/WEBP bytes, without decoding; [-1, -1] otherwise."""
     import tensorflow as tf
 
     data = _tf_bytes(encoded, 32)
@@ -330,6 +330,25 @@ def tf_image_size(encoded):
         raw = tf.stack([le(22, 4), le(18, 4)])
         return as_int32(tf.abs(tf.where(raw >= 2**31, raw - 2**32, raw)))
 
+    # WEBP (which tf.io.decode_image also reads): RIFF....WEBP, then a VP8 / VP8L / VP8X chunk.
+    is_webp = tf.logical_and(
+        tf.reduce_all(tf.equal(data[:4], tf.constant([0x52, 0x49, 0x46, 0x46], tf.int64))),
+        tf.reduce_all(tf.equal(data[8:12], tf.constant([0x57, 0x45, 0x42, 0x50], tf.int64))),
+    )
+
+    def webp_size():
+        chunk = data[12:16]
+        lossy = tf.reduce_all(tf.equal(chunk, tf.constant([0x56, 0x50, 0x38, 0x20], tf.int64)))  # "VP8 "
+        lossless = tf.reduce_all(tf.equal(chunk, tf.constant([0x56, 0x50, 0x38, 0x4C], tf.int64)))  # "VP8L"
+        extended = tf.reduce_all(tf.equal(chunk, tf.constant([0x56, 0x50, 0x38, 0x58], tf.int64)))  # "VP8X"
+        bits = le(21, 4)
+        size = tf.where(
+            lossy, tf.stack([le(28, 2) % 16384, le(26, 2) % 16384]),
+            tf.where(lossless, tf.stack([(bits // 16384) % 16384 + 1, bits % 16384 + 1]),
+                     tf.where(extended, tf.stack([le(27, 3) + 1, le(24, 3) + 1]),
+                              tf.constant([-1, -1], tf.int64))))
+        return as_int32(size)
+
     unknown = tf.constant([-1, -1], tf.int32)
     return tf.case(
         [
@@ -337,7 +356,72 @@ def tf_image_size(encoded):
             (is_png, lambda: as_int32(tf.stack([be(20, 4), be(16, 4)]))),
             (is_gif, lambda: as_int32(tf.stack([le(8, 2), le(6, 2)]))),
             (is_bmp, bmp_size),
+            (is_webp, webp_size),
         ],
         default=lambda: unknown,
         exclusive=True,
     )
+
+
+# A GIF's sub-blocks are walked one per loop step; a legitimate first frame of
+# 50 M pixels needs well under this many (255-byte blocks).
+_MAX_GIF_STEPS = 1 << 20
+
+
+def tf_gif_first_frame(encoded):
+    """GIF bytes cut after their first image (plus the trailer); other bytes unchanged.
+
+    `tf.io.decode_image(..., expand_animations=False)` decodes every frame of
+    a GIF and keeps the first: a 0.9 MB GIF of 200 frames of 2000 x 2000 took
+    500 MB and 6 s (issue 19), and the header's size says nothing about the
+    frame count. Cut to its first image, a GIF costs one frame. Graph-safe;
+    malformed GIFs are returned unchanged (the decoder reports them).
+    """
+    import tensorflow as tf
+
+    data = tf.cast(tf.io.decode_raw(encoded, tf.uint8), tf.int64)
+    length = tf.shape(data, out_type=tf.int64)[0]
+    is_gif = tf.logical_and(length > 13, tf.equal(tf.strings.substr(encoded, 0, 4), "GIF8"))
+
+    def at(index):
+        index = tf.cast(index, tf.int64)
+        return tf.gather(data, tf.clip_by_value(index, tf.constant(0, tf.int64), tf.maximum(length - 1, 0)))
+
+    def table_size(packed):
+        # A colour table of 2^(n+1) RGB entries follows when bit 7 is set.
+        return tf.where(packed >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), packed % 8), 0)
+
+    # state 0: at a block's first byte; 1: in an extension's sub-blocks; 2: in the first image's.
+    def cond(step, position, state, end):
+        return tf.logical_and(tf.logical_and(end < 0, position < length), step < _MAX_GIF_STEPS)
+
+    def body(step, position, state, end):
+        byte = at(position)
+        at_block = tf.equal(state, 0)
+        is_extension = tf.logical_and(at_block, tf.equal(byte, 0x21))
+        is_image = tf.logical_and(at_block, tf.equal(byte, 0x2C))
+        image_data = position + 10 + table_size(at(position + 9)) + 1  # descriptor, local table, LZW size
+        # In sub-blocks: a size byte of 0 ends them.
+        in_blocks = tf.logical_not(at_block)
+        terminator = tf.logical_and(in_blocks, tf.equal(byte, 0))
+        next_position = tf.where(
+            is_extension, position + 2,
+            tf.where(is_image, image_data, tf.where(terminator, position + 1, position + byte + 1)))
+        next_state = tf.where(
+            is_extension, tf.constant(1, tf.int64),
+            tf.where(is_image, tf.constant(2, tf.int64), tf.where(terminator, tf.constant(0, tf.int64), state)))
+        unknown = tf.logical_and(at_block, tf.logical_not(tf.logical_or(is_extension, is_image)))
+        end = tf.where(tf.logical_and(terminator, tf.equal(state, 2)), position + 1,
+                       tf.where(unknown, length, end))  # trailer or garbage: leave the bytes alone
+        return step + 1, next_position, next_state, end
+
+    def first_frame():
+        start = 13 + table_size(at(10))
+        _, _, _, end = tf.while_loop(
+            cond, body,
+            (tf.constant(0, tf.int64), start, tf.constant(0, tf.int64), tf.constant(-1, tf.int64)))
+        cut = tf.logical_and(end > 0, end < length)
+        head = lambda: tf.strings.substr(encoded, tf.constant(0, tf.int64), end)  # noqa: E731
+        return tf.cond(cut, lambda: tf.strings.join([head(), b"\x3b"]), lambda: encoded)  # + GIF trailer
+
+    return tf.cond(is_gif, first_frame, lambda: encoded)

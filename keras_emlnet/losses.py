@@ -223,7 +223,8 @@ class EMLLoss(keras.losses.Loss):
         name: name of the loss instance.
     """
 
-    def __init__(self, epsilon=KLD_EPSILON, reduction="sum_over_batch_size", name="eml_loss"):
+    def __init__(self, epsilon: float = KLD_EPSILON, reduction: str = "sum_over_batch_size",
+                 name: str = "eml_loss") -> None:
         super().__init__(name=name, reduction=reduction, dtype="float32")
         self.epsilon = float(epsilon)
 

@@ -6,8 +6,10 @@
         --precision bfloat16 --shard_index 0 --num_shards 4
 
 Uses every local GPU (MirroredStrategy) or the CPU. Rerun the same command to
-resume: images whose outputs all exist are skipped. Unreadable images are
-listed in batch_score_summary*.json and skipped. See serving/batch/scoring.py.
+resume: images whose outputs all exist are skipped. Unreadable images, images
+over the pixel limit (--max_image_pixels, read from the header before decoding)
+and inputs that are not regular files are listed in batch_score_summary*.json
+and skipped. See serving/batch/scoring.py.
 """
 
 from absl import app, flags, logging
@@ -37,7 +39,13 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("shard_index", 0, "This machine's shard.", lower_bound=0, flag_values=flag_values)
     flags.DEFINE_integer("num_shards", 1, "Machines sharing the collection.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("writer_threads", 4, "Output-writing threads.", lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.", flag_values=flag_values)
+    flags.DEFINE_integer("max_image_pixels", None,
+                         "Images whose header declares more pixels are reported and skipped, never decoded "
+                         "(default: $EMLNET_MAX_IMAGE_PIXELS or 50000000; 0 = no limit).",
+                         lower_bound=0, flag_values=flag_values)
+    cli.define_verbose_flag(flag_values)
+    flags.DEFINE_integer("progress", None, "Deprecated, use --verbose (same values); wins when set.",
+                         flag_values=flag_values)
     flags.mark_flags_as_required(["model", "images", "out"], flag_values=flag_values)
 
 
@@ -47,11 +55,12 @@ def main(argv):
     from serving.batch.scoring import score_collection, summary_path
 
     config = cli.config_from_flags(ScoreConfig)
+    verbose = cli.verbosity_from_flags()
 
     def make_progress(total):
         logging.info("shard %d of %d: %d images to score", config.shard_index,
                      config.num_shards, total)
-        return ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add
+        return ThroughputProgress(total, unit="image", verbose=verbose).add
 
     summary = score_collection(config, make_progress=make_progress, logger=logging.warning)
     logging.info(

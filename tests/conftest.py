@@ -53,3 +53,44 @@ def serving_export(tmp_path_factory):
     base = tmp_path_factory.mktemp("serving_export") / "emlnet"
     model, _ = export_tiny(base, 1)
     return model, str(base)
+
+
+# --- the released EML-NET (keras_emlnet.convert_released): seeded checkpoints in the official format ---
+RELEASED_TEST_SIZE = (72, 100)  # odd strides: readouts 36x50, 18x25, 9x13, 5x7, 3x4
+
+
+@pytest.fixture(scope="session")
+def released_checkpoints(tmp_path_factory):
+    """(torch models (imagenet, places, decoder), {role: path}) in the released checkpoints' forms.
+
+    Seeded PyTorch models of the official architecture with calibrated
+    BatchNorm statistics (tests/models/released_reference.py, ~15 s), saved
+    as the official scripts do: imagenet `{'state_dict': ...}` (zip), places
+    with DataParallel's `module.` prefix in torch's legacy format, the decoder
+    `{'state_dict': ...}`. Read-only.
+    """
+    torch = pytest.importorskip("torch")
+    from tests.models import released_reference
+
+    imagenet, places, decoder = released_reference.released_models()
+    base = tmp_path_factory.mktemp("released_checkpoints")
+    paths = {role: str(base / f"res_{role}.pth") for role in ("imagenet", "places", "decoder")}
+    torch.save({"state_dict": imagenet.state_dict()}, paths["imagenet"])
+    torch.save({"state_dict": {f"module.{k}": v for k, v in places.state_dict().items()}}, paths["places"],
+               _use_new_zipfile_serialization=False)
+    torch.save({"state_dict": decoder.state_dict()}, paths["decoder"])
+    return (imagenet, places, decoder), paths
+
+
+@pytest.fixture(scope="session")
+def released_small(released_checkpoints, tmp_path_factory):
+    """(emlnet.keras path, {prefix: encoder .keras path}) converted at RELEASED_TEST_SIZE (~25 s). Read-only."""
+    from keras_emlnet.models.released_weights import convert_released
+
+    _, paths = released_checkpoints
+    base = tmp_path_factory.mktemp("released_small")
+    out = str(base / "emlnet_resnet50.keras")
+    convert_released(paths["imagenet"], paths["places"], paths["decoder"], out, encoders_dir=str(base / "encoders"),
+                     input_size=RELEASED_TEST_SIZE)
+    encoders = {prefix: str(base / "encoders" / f"{prefix}_encoder.keras") for prefix in ("imagenet", "places")}
+    return out, encoders

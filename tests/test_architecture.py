@@ -16,8 +16,10 @@ LIBRARIES = ("keras_emlnet", "serving")
 # The command-line modules (`python -m ...`); everything else under LIBRARIES is library code.
 CLI_MODULES = {
     "keras_emlnet.convert_places365",
+    "keras_emlnet.convert_released",
     "keras_emlnet.data.generate",
     "serving.batch_score",
+    "serving.beam_score",
     "serving.client.__main__",
     "serving.export.__main__",
     "serving.server.__main__",
@@ -67,7 +69,7 @@ def test_the_layout_is_the_documented_one():
     modules = _modules()
     for package in ("keras_emlnet.models", "keras_emlnet.metrics", "keras_emlnet.data", "keras_emlnet.training",
                     "keras_emlnet.evaluation", "keras_emlnet.inference", "serving.export", "serving.server",
-                    "serving.batch", "serving.client"):
+                    "serving.batch", "serving.beam", "serving.client"):
         assert package in modules, package
     for name in CLI_MODULES:
         assert name in modules, f"CLI module {name} is listed here but does not exist"

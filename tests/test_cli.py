@@ -76,7 +76,61 @@ def test_parse_size(text, expected):
     assert cli.parse_size(text, "image_size") == expected
 
 
-@pytest.mark.parametrize("text", ["480", "480x", "ax640", "0x640", "1x2x3", None])
+def test_parse_size_reads_the_old_comma_form_and_says_so(caplog):
+    with caplog.at_level("WARNING"):
+        assert cli.parse_size("30,40", "image_size") == (30, 40)
+    assert "--image_size=30,40 read as 30x40" in caplog.text and "write it as 30x40" in caplog.text
+    with pytest.raises(cli.FlagError, match="--image_size"):
+        cli.parse_size("30,x40", "image_size")
+
+
+@pytest.mark.parametrize("text", ["480", "480x", "ax640", "0x640", "1x2x3", "1,2,3", "0,640", None])
 def test_parse_size_rejects_bad_text_naming_the_flag(text):
     with pytest.raises(cli.FlagError, match="--image_size"):
         cli.parse_size(text, "image_size")
+
+
+class _Stream:
+    def __init__(self, tty):
+        self.tty = tty
+
+    def isatty(self):
+        if self.tty is None:
+            raise ValueError("I/O operation on closed file")
+        return self.tty
+
+
+@pytest.mark.parametrize("tty, environ, expected", [
+    (True, {}, 1),  # a terminal: the animated per-step bar
+    (False, {}, 2),  # a log file or a pipe: one line per epoch
+    (True, {"CI": "true"}, 2),  # CI consoles are logs even when they emulate a terminal
+    (True, {"CI": "1"}, 2),
+    (True, {"CI": "false"}, 1),
+    (True, {"CI": ""}, 1),
+    (None, {}, 2),  # a closed stream
+])
+def test_auto_verbosity_is_the_bar_on_a_terminal_and_lines_in_logs(tty, environ, expected):
+    assert cli.resolve_verbosity("auto", stream=_Stream(tty), environ=environ) == expected
+
+
+def test_explicit_verbosity_wins_and_bad_values_name_the_flag():
+    for value in ("0", "1", "2", 0, 2):
+        assert cli.resolve_verbosity(value, stream=_Stream(True), environ={"CI": "true"}) == int(value)
+    assert cli.resolve_verbosity("auto", stream=object(), environ={}) == 2  # no isatty at all
+    with pytest.raises(cli.FlagError, match="--verbose"):
+        cli.resolve_verbosity("3")
+
+
+def test_verbose_flag_and_the_deprecated_progress_alias(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    values = flags.FlagValues()
+    cli.define_verbose_flag(values)
+    values(["prog"])
+    assert values.verbose == "auto"
+    values(["prog", "--verbose=0"])
+    assert cli.verbosity_from_flags(values) == 0
+    flags.DEFINE_integer("progress", None, "Deprecated alias.", flag_values=values)
+    values(["prog", "--verbose=0", "--progress=2"])
+    assert cli.verbosity_from_flags(values) == 2
+    with pytest.raises(flags.IllegalFlagValueError):
+        values(["prog", "--verbose=5"])

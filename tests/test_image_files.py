@@ -197,3 +197,36 @@ def test_load_rgb_reports_bombs_and_orients(tmp_path):
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(_jpeg_with_orientation(6))
     assert records.load_rgb(str(photo)).shape == (10, 6, 3)
+
+
+def test_tf_gif_first_frame_keeps_only_the_first_image():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (40, 60), dtype=np.uint8)).convert("P") for _ in range(5)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=10,
+                   comment=b"extension blocks before the image", optimize=False)
+    animation = buffer.getvalue()
+    cut = image_files.tf_gif_first_frame(tf.constant(animation)).numpy()
+    with Image.open(io.BytesIO(cut)) as image:
+        assert image.n_frames == 1
+    assert len(cut) < len(animation) / 3
+    np.testing.assert_array_equal(
+        tf.io.decode_image(cut, channels=3, expand_animations=False).numpy(),
+        tf.io.decode_image(animation, channels=3, expand_animations=False).numpy())
+    for other in (b"junk", b"GIF89a\0\0\0", animation[:100], _encoded(_scene(), "PNG")):
+        assert image_files.tf_gif_first_frame(tf.constant(other)).numpy() == other
+
+
+@pytest.mark.parametrize("options", [{"lossless": True}, {"quality": 50}, {"save_all": True, "lossless": True}],
+                         ids=["VP8L", "VP8", "VP8X"])
+def test_tf_image_size_reads_webp_headers(options):
+    import tensorflow as tf
+
+    for height, width in ((37, 53), (2, 16383)):
+        image = Image.fromarray(np.zeros((height, width, 3), np.uint8))
+        buffer = io.BytesIO()
+        extra = {"append_images": [image]} if options.get("save_all") else {}
+        image.save(buffer, format="WEBP", **options, **extra)
+        assert list(image_files.tf_image_size(tf.constant(buffer.getvalue())).numpy()) == [height, width]

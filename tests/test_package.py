@@ -13,7 +13,7 @@ def _requirements(filename):
 
 
 def test_every_requirement_is_pinned_exactly():
-    for filename in ("requirements.txt", "requirements-dev.txt"):
+    for filename in ("requirements.txt", "requirements-dev.txt", "requirements-beam.txt"):
         for line in _requirements(filename):
             assert PIN.match(line), f"{filename}: {line!r} is not pinned with =="
 
@@ -30,9 +30,17 @@ def test_core_versions_and_excluded_packages():
 def test_installed_versions_match_the_pins():
     from importlib import metadata
 
-    for line in _requirements("requirements.txt"):
+    for line in _requirements("requirements.txt") + _requirements("requirements-beam.txt"):
         match = PIN.match(line)
         assert metadata.version(match["name"]) == match["version"], line
+
+
+def test_beam_extra_pins_what_the_beam_lock_pins():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    lock = {PIN.match(l)["name"].lower(): l for l in _requirements("requirements-beam.txt")}
+    assert extras["beam"] == [lock["apache-beam"]]
 
 
 def test_packages_import():

@@ -4,8 +4,9 @@ r"""Trains the EML-NET decoder over frozen, trained encoders (paper §3.3).
         --encoders runs/nasnet/encoder.keras,runs/densenet/encoder.keras \
         --dataset salicon --data_dir DIR --workdir runs/emlnet
 
-Only the decoder is trained (batch 32, 5 epochs, learning rate x0.1 at epoch
-3). Writes config.json, backup/ and checkpoints/, TensorBoard logs/ and the
+Only the decoder is trained (batch 32, 5 epochs, learning rate 0.01, x0.1
+from 0-based epoch 3). The saved model blurs its maps as the paper's code
+does (sigma 5 px at 480x640, scaled to --input_size; --blur_sigma 0: none). Writes config.json, backup/ and checkpoints/, TensorBoard logs/ and the
 final `emlnet.keras` in --workdir; killed and rerun with the same command, it
 continues from the last finished epoch. Adding an encoder later is the same
 command with one more path (and a new --workdir). Training flags (--epochs,
@@ -17,7 +18,6 @@ from absl import app, flags, logging
 
 from keras_emlnet.models import postprocess
 from keras_emlnet.training import decoder_stage
-from keras_emlnet.training.callbacks import EpochLogger
 from train import flags_common
 
 FLAGS = flags.FLAGS
@@ -31,9 +31,7 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_enum("output_mode", postprocess.MINMAX, list(postprocess.OUTPUT_MODES),
                       "Output mode of the saved emlnet.keras (training always uses the raw decoder map).",
                       flag_values=flag_values)
-    flags.DEFINE_float("blur_sigma", None, "Gaussian blur sigma of the saved model, in pixels at the model size "
-                       "(the released EML-NET code uses 5 at 480x640); unset: no blur.", lower_bound=0.0,
-                       flag_values=flag_values)
+    flags_common.define_blur_flag(flag_values)
     flags.mark_flags_as_required(["encoders", "data_dir", "workdir"], flag_values=flag_values)
 
 
@@ -41,12 +39,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = flags_common.train_config_from_flags(decoder_stage.DECODER_RECIPE)
+    verbose, callbacks = flags_common.training_progress()
     logging.info("training the decoder over %s with %s", FLAGS.encoders, config)
     try:
         result = decoder_stage.train_decoder(
             FLAGS.encoders, FLAGS.dataset, FLAGS.data_dir, config, FLAGS.workdir,
-            output_mode=FLAGS.output_mode, blur_sigma=FLAGS.blur_sigma or None, skip_bad=FLAGS.skip_bad,
-            callbacks=[EpochLogger()],
+            output_mode=FLAGS.output_mode, blur_sigma=flags_common.blur_sigma_from_flags(config.input_size),
+            skip_bad=FLAGS.skip_bad, callbacks=callbacks, verbose=verbose,
         )
     except (ValueError, FileNotFoundError) as error:  # bad files, sizes or a mismatched workdir: named
         raise app.UsageError(str(error)) from None

@@ -46,6 +46,7 @@ def define_flags(flag_values=flags.FLAGS):
                          lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("seed", defaults.seed, "Seed of data, initialisation, data order and metrics.",
                          flag_values=flag_values)
+    cli.define_verbose_flag(flag_values)
 
 
 def config_from_flags(flag_values=flags.FLAGS):
@@ -58,12 +59,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_from_flags()
+    verbose = cli.verbosity_from_flags()
     # SIGTERM (e.g. `timeout`, a CI cancel) unwinds like Ctrl-C, so the
     # pipeline's `finally` stops the server it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logging.info("demo settings: %s", config.to_dict())
     try:
-        result = demo_pipeline.run_demo(config, training_callbacks=[demo_progress.StepLogger()])
+        # In logs (2) a line per training step; on a terminal (1) Keras's bar instead.
+        steps = [demo_progress.StepLogger()] if verbose == 2 else []
+        result = demo_pipeline.run_demo(config, training_callbacks=steps, verbose=verbose)
     except FileExistsError as error:
         raise app.UsageError(str(error)) from None
     print()

@@ -142,7 +142,7 @@ def _is_demo_folder(out):
         return False
 
 
-def run_demo(config: DemoConfig, *, training_callbacks=(), on_server_started=None) -> DemoResult:
+def run_demo(config: DemoConfig, *, training_callbacks=(), verbose=0, on_server_started=None) -> DemoResult:
     """Runs every stage in order; see the module docstring.
 
     `config.json` in the output folder is rewritten after every stage with
@@ -152,7 +152,11 @@ def run_demo(config: DemoConfig, *, training_callbacks=(), on_server_started=Non
     Args:
         config: DemoConfig.
         training_callbacks: extra Keras callbacks for every training stage
-            (the CLI passes a per-step progress logger).
+            (the CLI passes a per-step progress logger in logs).
+        verbose: 1 = Keras's per-step progress bars (training, evaluation);
+            2 = a line per evaluation (training lines come from
+            `training_callbacks`); 0 = neither. Above 0 the export logs its
+            stages with their seconds.
         on_server_started: called with the running `LocalServer` (tests).
 
     Raises:
@@ -183,13 +187,16 @@ def run_demo(config: DemoConfig, *, training_callbacks=(), on_server_started=Non
     atomic_files.write_json_atomic(os.path.join(out, CONFIG_FILE), record)
     try:
         run_stage("data", stages.generate_data, config, data_dir)
-        encoder_paths = run_stage("encoders", stages.train_encoders, config, data_dir, runs, training_callbacks)
+        encoder_paths = run_stage("encoders", stages.train_encoders, config, data_dir, runs, training_callbacks,
+                                  verbose=verbose)
         model_path = run_stage("decoder", stages.train_decoder, config, data_dir, encoder_paths,
-                               os.path.join(runs, MODEL_NAME), training_callbacks)
+                               os.path.join(runs, MODEL_NAME), training_callbacks, verbose=verbose)
         model, result.summary, result.table = run_stage(
-            "evaluate", stages.evaluate_model, config, model_path, data_dir, os.path.join(out, "eval"))
+            "evaluate", stages.evaluate_model, config, model_path, data_dir, os.path.join(out, "eval"),
+            verbose=verbose)
         _LOG.info("evaluation on the %s val split (original resolution):\n%s", DATASET, result.table)
-        version_dir = run_stage("export", stages.export_model, model, model_path, export_base)
+        version_dir = run_stage("export", stages.export_model, model, model_path, export_base,
+                                verbose=verbose)
         images = stages.pick_test_images(data_dir, config.client_images)
         result.scored = run_stage(
             "serve", stages.serve_and_score, config, export_base, images, os.path.join(out, "overlays"),

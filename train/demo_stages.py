@@ -9,8 +9,6 @@ _LOG = logging.getLogger(__name__)
 DATASET = "salicon"
 MODEL_NAME = "emlnet"
 EXPORT_VERSION = 1
-# Sigma of the released EML-NET code's blur (5 px at 480x640), scaled to the demo's input height.
-PAPER_BLUR_SIGMA_AT_480 = 5.0
 
 
 def generate_data(config, data_dir):
@@ -21,8 +19,8 @@ def generate_data(config, data_dir):
     _LOG.info("wrote %s images (%s) to %s", DATASET, written["files"], data_dir)
 
 
-def train_encoders(config, data_dir, runs_dir, callbacks):
-    """Trains one encoder per backbone; returns their `.keras` paths."""
+def train_encoders(config, data_dir, runs_dir, callbacks, *, verbose=0):
+    """Trains one encoder per backbone; returns their `.keras` paths (verbose 1: Keras's bar)."""
     from keras_emlnet.training import encoder_stage
 
     recipe = dataclasses.replace(
@@ -36,13 +34,15 @@ def train_encoders(config, data_dir, runs_dir, callbacks):
                   "on this machine; see README 'Reproducing the paper'), %d steps of batch %d at %dx%d",
                   name, config.encoder_steps, config.batch_size, *config.input_size)
         result = encoder_stage.train_encoder(
-            backbone, DATASET, data_dir, recipe, os.path.join(runs_dir, name), callbacks=callbacks)
+            backbone, DATASET, data_dir, recipe, os.path.join(runs_dir, name), weights=None, callbacks=callbacks,
+            verbose=_fit_verbosity(verbose))
         paths.append(result.final_model_path)
     return paths
 
 
-def train_decoder(config, data_dir, encoder_paths, workdir, callbacks):
-    """Trains the decoder over the encoders; returns the `emlnet.keras` path."""
+def train_decoder(config, data_dir, encoder_paths, workdir, callbacks, *, verbose=0):
+    """Trains the decoder over the encoders; returns the `emlnet.keras` path (verbose 1: Keras's bar)."""
+    from keras_emlnet.models import postprocess
     from keras_emlnet.training import decoder_stage
 
     recipe = dataclasses.replace(
@@ -50,13 +50,14 @@ def train_decoder(config, data_dir, encoder_paths, workdir, callbacks):
         steps_per_epoch=config.decoder_steps, max_steps=config.decoder_steps,
         validation_steps=config.validation_steps, seed=config.seed,
     )
-    blur_sigma = PAPER_BLUR_SIGMA_AT_480 * config.input_size[0] / 480.0
+    blur_sigma = postprocess.paper_blur_sigma(config.input_size)  # the released code's 5 px at 480x640
     result = decoder_stage.train_decoder(
-        encoder_paths, DATASET, data_dir, recipe, workdir, blur_sigma=blur_sigma, callbacks=callbacks)
+        encoder_paths, DATASET, data_dir, recipe, workdir, blur_sigma=blur_sigma, callbacks=callbacks,
+        verbose=_fit_verbosity(verbose))
     return result.final_model_path
 
 
-def evaluate_model(config, model_path, data_dir, eval_dir):
+def evaluate_model(config, model_path, data_dir, eval_dir, *, verbose=2):
     """Scores the model and the center bias on the val split; writes the tables.
 
     Returns:
@@ -74,18 +75,25 @@ def evaluate_model(config, model_path, data_dir, eval_dir):
     model = load_model(model_path)  # once: the export stage reuses it
     predictor = predictor_from_keras_model(model, source=model_path)
     written = evaluation.evaluate_and_write(
-        predictor, eval_config, eval_dir, make_progress=lambda total: ThroughputProgress(total, verbose=2).add)
+        predictor, eval_config, eval_dir, make_progress=lambda total: ThroughputProgress(total, verbose=verbose).add)
     return model, written.results.summary, written.text
 
 
-def export_model(model, model_path, export_base):
-    """Exports version EXPORT_VERSION of the model; returns the version folder."""
+def export_model(model, model_path, export_base, *, verbose=0):
+    """Exports version EXPORT_VERSION of the model; returns the version folder (verbose > 0: stage logs)."""
     from serving.export.export import ExportConfig, export_saliency_model
 
     version_dir, record = export_saliency_model(
-        model, ExportConfig(model=model_path, export_base=export_base, version=EXPORT_VERSION, model_name=MODEL_NAME))
+        model, ExportConfig(model=model_path, export_base=export_base, version=EXPORT_VERSION, model_name=MODEL_NAME),
+        log=_LOG.info if verbose else None)
     _LOG.info("exported %s (max |SavedModel - Keras| = %.3g)", version_dir, record["parity"]["max_abs_diff"])
     return version_dir
+
+
+def _fit_verbosity(verbose):
+    # Only the per-step bar comes from Keras: the demo's log lines (one per
+    # step, a few steps per stage) come from the CLI's StepLogger callback.
+    return 1 if verbose == 1 else 0
 
 
 def pick_test_images(data_dir, count):

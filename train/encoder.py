@@ -14,7 +14,6 @@ from absl import app, flags, logging
 
 from keras_emlnet.models.backbones import BACKBONES, get_backbone
 from keras_emlnet.training import encoder_stage
-from keras_emlnet.training.callbacks import EpochLogger
 from keras_emlnet.training.config import ConfigMismatchError
 from train import flags_common
 
@@ -26,9 +25,9 @@ def define_flags(flag_values=FLAGS):
     flags_common.define_training_flags(flag_values)
     flags.DEFINE_string("backbone", None, f"Backbone registry name: {', '.join(sorted(BACKBONES))}.",
                         flag_values=flag_values)
-    flags.DEFINE_string("weights", None, "Initial backbone weights: a named source ('imagenet' for nasnet and "
-                        "resnet50, 'places365' for densenet161) or a weights file; unset: random.",
-                        flag_values=flag_values)
+    flags.DEFINE_string("weights", encoder_stage.PRETRAINED, "Initial backbone weights: 'pretrained' (the "
+                        "paper's: 'imagenet' for nasnet and resnet50, 'places365' for densenet161), a named source, "
+                        "a weights file, or 'none' for random initialisation.", flag_values=flag_values)
     flags.mark_flags_as_required(["backbone", "data_dir", "workdir"], flag_values=flag_values)
 
 
@@ -40,13 +39,14 @@ def main(argv):
     except ValueError as error:  # an unknown name: the message lists the registry
         raise app.UsageError(str(error)) from None
     config = flags_common.train_config_from_flags(encoder_stage.ENCODER_RECIPE)
+    verbose, callbacks = flags_common.training_progress()
     logging.info("training encoder %s with %s", FLAGS.backbone, config)
     try:
         result = encoder_stage.train_encoder(
             FLAGS.backbone, FLAGS.dataset, FLAGS.data_dir, config, FLAGS.workdir,
-            weights=FLAGS.weights, skip_bad=FLAGS.skip_bad, callbacks=[EpochLogger()],
+            weights=FLAGS.weights, skip_bad=FLAGS.skip_bad, callbacks=callbacks, verbose=verbose,
         )
-    except ConfigMismatchError as error:
+    except (ConfigMismatchError, FileNotFoundError) as error:  # a missing weights file names itself
         raise app.UsageError(str(error)) from None
     flags_common.log_training_result(result)
 

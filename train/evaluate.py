@@ -8,11 +8,14 @@
 Prints the table (columns in the MIT benchmark's order, as the EML-NET paper's
 tables) with a center-bias row and, with --baseline_maps, a row for another
 model's maps; writes results.md, results.csv, results.json (with per-image
-scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<split>).
+scores) and config.json to --out (default: <model's folder>/eval_<dataset>_<split>),
+and with --report report.html (table beside the paper's numbers, gallery of
+the best and worst images; keras_emlnet/evaluation/report.py).
 CAT2000 is also reported per category. See keras_emlnet/evaluation/evaluate.py.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 
@@ -54,7 +57,12 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("limit", None, "Evaluate only the first N images.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 8, "Images per model call.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).", flag_values=flag_values)
-    flags.DEFINE_integer("progress", 1, "Progress bar: 1 animated, 2 per-line, 0 off.", flag_values=flag_values)
+    flags.DEFINE_boolean("report", False, "Also write report.html beside results.md: the table beside the paper's "
+                         "numbers and a gallery of the best and worst images by NSS (per category for CAT2000), "
+                         "ground truth, model and baseline maps side by side.", flag_values=flag_values)
+    cli.define_verbose_flag(flag_values)
+    flags.DEFINE_integer("progress", None, "Deprecated, use --verbose (same values); wins when set.",
+                         flag_values=flag_values)
     flags.mark_flags_as_required(["model", "data_dir", "dataset"], flag_values=flag_values)
 
 
@@ -75,6 +83,7 @@ def default_out_dir(model_path, dataset, split):
 
 def main(argv):
     del argv
+    from keras_emlnet.data.records import BadSampleError
     from keras_emlnet.evaluation.evaluate import EvalConfig, evaluate_and_write
     from keras_emlnet.inference.predictor import load_predictor
     from keras_emlnet.inference.progress import ThroughputProgress
@@ -83,15 +92,26 @@ def main(argv):
     config = cli.config_from_flags(
         EvalConfig, overrides={"model_name": FLAGS.model_name or default_model_name(FLAGS.model)})
     out = FLAGS.out or default_out_dir(FLAGS.model, config.dataset, config.split)
+    verbose = cli.verbosity_from_flags()
     predictor = load_predictor(FLAGS.model, precision=FLAGS.precision)
     logging.info("evaluating %s (%s, %s output) on %s/%s", predictor.source, predictor.kind,
                  predictor.output_mode, config.dataset, config.split)
-    written = evaluate_and_write(
-        predictor, config, out,
-        make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=FLAGS.progress).add,
-    )
+    try:
+        written = evaluate_and_write(
+            predictor, config, out,
+            make_progress=lambda total: ThroughputProgress(total, unit="image", verbose=verbose).add,
+        )
+    except BadSampleError as error:
+        # One line naming the file and the fix, not a traceback through the library.
+        print(f"train.evaluate: bad sample {error}; rerun with --skip_bad to leave bad samples out "
+              "(results.md lists them)", file=sys.stderr)
+        return 1
     for path, problem in sorted(written.results.skipped.items()):
         logging.warning("skipped bad sample %s: %s", path, problem)
+    if FLAGS.report:
+        from keras_emlnet.evaluation.report import write_report
+
+        written.paths["report"] = write_report(out, predictor, config, written.results)
     print()
     print(written.text)
     logging.info("wrote %s", ", ".join(sorted(written.paths.values())))

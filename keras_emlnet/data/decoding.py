@@ -107,7 +107,8 @@ def tf_sample_to_model(raw, input_size, mode):
     ]
     with tf.control_dependencies(checks):
         image_model = geometry.tf_image_to_model(image, input_size, mode)
-        density_model = geometry.tf_image_to_model(density[..., None], input_size, mode)[..., 0]
+        # A map, not an image: resized without antialiasing (only images are, as PIL does).
+        density_model = geometry.tf_image_to_model(density[..., None], input_size, mode, antialias=False)[..., 0]
     density_model = tf.math.divide_no_nan(density_model, tf.reduce_sum(density_model))
     fixations = geometry.tf_fixations_to_model(raw["rows"], raw["cols"], size, input_size, mode)
     return image_model, tf.stack([density_model, fixations], axis=-1)

@@ -71,10 +71,15 @@ def load_map(path):
     else:
         from PIL import Image
 
+        from keras_emlnet import image_files
+
         try:
+            image_files.read_header(path)  # the pixel limit, before decoding (a map has no EXIF turn)
             with Image.open(path) as image:
                 saliency_map = np.asarray(image.convert("F"))
-        except OSError as error:
+        except image_files.ImageTooLargeError:
+            raise
+        except (OSError, SyntaxError, ValueError) as error:
             raise ValueError(f"{path}: cannot read the map: {error}") from error
     saliency_map = np.asarray(saliency_map, dtype=np.float64)
     if saliency_map.ndim == 3 and saliency_map.shape[-1] == 1:

@@ -23,9 +23,10 @@ import os
 
 import numpy as np
 
+from keras_emlnet import atomic_files
 from keras_emlnet.evaluation.baselines import DEFAULT_CENTER_BIAS_SIGMA, FolderMaps, center_bias_map
 from keras_emlnet.evaluation.columns import METRIC_KEYS
-from keras_emlnet.evaluation.tables import format_text, summarize, write_results
+from keras_emlnet.evaluation.tables import format_postprocessing, format_text, summarize, write_results
 from keras_emlnet.metrics import suite
 
 SHUFFLED_OTHER_IMAGES = 10
@@ -154,8 +155,7 @@ def collect_fixation_points(dataset, data_dir, split, *, limit=None, skip_bad=Fa
     Reads only fixation files and image headers (not pixels): the pool that
     sAUC's other maps are drawn from.
     """
-    from PIL import Image
-
+    from keras_emlnet import image_files
     from keras_emlnet.data import pipeline, records
 
     reader = pipeline.get_reader(dataset)
@@ -163,9 +163,12 @@ def collect_fixation_points(dataset, data_dir, split, *, limit=None, skip_bad=Fa
     for record in reader.list_samples(data_dir, split, skip_bad=skip_bad, report=report)[:limit]:
         try:
             try:
-                with Image.open(record.image_path) as image:
-                    width, height = image.size
-            except OSError as error:
+                # The upright size, as records.load_rgb decodes the image (EXIF applied).
+                height, width = image_files.read_header(record.image_path).oriented_size
+            except image_files.ImageTooLargeError as error:
+                raise records.BadSampleError(
+                    record.image_path, f"too large ({error.pixels:,} pixels > {error.limit:,})") from error
+            except (OSError, ValueError, SyntaxError) as error:
                 raise records.BadSampleError(record.image_path, f"unreadable image: {error}") from error
             rows, cols = reader.read_fixations(record.fixation_path, (height, width))
         except records.BadSampleError as error:
@@ -272,6 +275,15 @@ class WrittenEvaluation:
     text: str
 
 
+def row_postprocessing(predictor, config):
+    """{row: how its maps were post-processed}: the tables say which post-processing produced each row."""
+    rows = config.row_names()
+    described = {rows[0]: predictor.postprocessing(), CENTER_BIAS_ROW: "none (a centred Gaussian, not a model)"}
+    for row in rows[2:]:
+        described[row] = "maps as read from the folder"
+    return described
+
+
 def evaluate_and_write(predictor, config, out_dir, *, make_progress=None):
     """Scores `predictor` on `config`'s split and writes the tables and config.json to `out_dir`.
 
@@ -290,6 +302,7 @@ def evaluate_and_write(predictor, config, out_dir, *, make_progress=None):
     """
     import tensorflow as tf
 
+    atomic_files.remove_stale_temp_files(out_dir)  # left by a run killed mid-write
     results = evaluate(predictor, config, make_progress=make_progress)
     run_config = {
         **dataclasses.asdict(config),
@@ -298,17 +311,19 @@ def evaluate_and_write(predictor, config, out_dir, *, make_progress=None):
         "rows": results.rows,
         "tensorflow": tf.__version__,
     }
+    postprocessing = row_postprocessing(predictor, config)
     info = {
         "dataset": config.dataset,
         "split": config.split,
         "images": results.summary[0]["images"],
         "skipped": results.skipped,
+        "postprocessing": postprocessing,
     }
     paths = write_results(
         out_dir, results.summary, per_category=results.per_category, per_image=results.per_image,
-        info=info, config=run_config,
+        info=info, config=run_config, postprocessing=postprocessing,
     )
-    text = format_text(results.summary)
+    text = format_text(results.summary) + "\n" + format_postprocessing(postprocessing)
     if results.per_category:
         text += "\n" + format_text(results.per_category, group_label="category")
     return WrittenEvaluation(results, paths, text)

@@ -130,10 +130,41 @@ def _nan_to_none(value):
     return value
 
 
-def write_results(out_dir, summary, *, per_category=None, per_image=None, info=None, config=None):
+# results.md lists at most this many left-out samples (results.json has them all).
+MAX_SKIPPED_LISTED = 50
+
+
+def skipped_note(skipped):
+    """results.md's section on the bad samples `--skip_bad` left out ("" when none)."""
+    if not skipped:
+        return ""
+    lines = [
+        "",
+        "### Samples left out",
+        "",
+        f"{len(skipped)} bad sample(s) were left out (`--skip_bad`); the means above are over the "
+        "other images.",
+        "",
+    ]
+    items = sorted(skipped.items())
+    lines += [f"- `{path}`: {problem}" for path, problem in items[:MAX_SKIPPED_LISTED]]
+    if len(items) > MAX_SKIPPED_LISTED:
+        lines.append(f"- ... and {len(items) - MAX_SKIPPED_LISTED} more (results.json lists them all)")
+    return "\n".join(lines) + "\n"
+
+
+def format_postprocessing(postprocessing):
+    """Markdown lines saying which post-processing produced each row ({row: description})."""
+    return "".join(f"- {row}: {description}\n" for row, description in postprocessing.items())
+
+
+def write_results(out_dir, summary, *, per_category=None, per_image=None, info=None, config=None,
+                  postprocessing=None):
     """Writes results.md, results.csv, results.json (and the per-category files, config.json).
 
-    Every file is written atomically. Returns {kind: path}.
+    `postprocessing` ({row: description}), when given, is listed under the
+    Markdown table (and is in results.json through `info`). Every file is
+    written atomically. Returns {kind: path}.
     """
     note = (
         "\nEMD and KLD: lower is better; the other columns: higher is better. "
@@ -145,13 +176,15 @@ def write_results(out_dir, summary, *, per_category=None, per_image=None, info=N
         "json": os.path.join(out_dir, "results.json"),
     }
     markdown = format_markdown(summary)
+    if postprocessing:
+        markdown += "\nPost-processing of each row:\n\n" + format_postprocessing(postprocessing)
     if per_category:
         markdown += "\n### Per category\n\n" + format_markdown(per_category, group_label="category")
         paths["category_csv"] = os.path.join(out_dir, "results_per_category.csv")
         atomic_files.write_text_atomic(
             paths["category_csv"], format_csv(per_category, group_label="category")
         )
-    atomic_files.write_text_atomic(paths["markdown"], markdown + note)
+    atomic_files.write_text_atomic(paths["markdown"], markdown + note + skipped_note((info or {}).get("skipped")))
     atomic_files.write_text_atomic(paths["csv"], format_csv(summary))
     atomic_files.write_json_atomic(
         paths["json"],

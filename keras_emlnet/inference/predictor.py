@@ -32,6 +32,8 @@ _MIXED_POLICY = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # and the uint8 signature older exports are read through.
 SAVED_MODEL_FUNCTION = "predict_model_size"
 SAVED_MODEL_SIGNATURE = "predict_images"
+# A SavedModel exported without a `blur_sigma` attribute: its blur is baked in, unknown.
+UNKNOWN_BLUR = "unknown"
 
 
 @dataclasses.dataclass
@@ -47,6 +49,8 @@ class SaliencyPredictor:
         precision: compute precision in use.
         predict: batched function, float32 (B, H, W, 3) RGB 0–255 at the model
             size → float32 (B, H, W, 1) maps; callable inside `strategy.run`.
+        blur_sigma: the model's Gaussian blur (pixels at the model size), None
+            for none, or `UNKNOWN_BLUR` (a SavedModel does not record it).
     """
 
     source: str
@@ -58,6 +62,7 @@ class SaliencyPredictor:
     predict: object
     # Keeps a loaded SavedModel's variables alive as long as `predict`.
     holds: object = None
+    blur_sigma: object = None
 
     def __post_init__(self):
         self._to_original = make_to_original(self.resize_mode, self.output_mode)
@@ -79,7 +84,17 @@ class SaliencyPredictor:
             "resize_mode": self.resize_mode,
             "output_mode": self.output_mode,
             "precision": self.precision,
+            "blur_sigma": self.blur_sigma,
+            "postprocessing": self.postprocessing(),
         }
+
+    def postprocessing(self):
+        """One line saying how the maps are post-processed (evaluation tables print it per row)."""
+        from keras_emlnet.models import postprocess
+
+        if self.blur_sigma == UNKNOWN_BLUR:
+            return f"{self.output_mode}, blur as exported (not recorded in the SavedModel)"
+        return postprocess.describe(self.output_mode, self.blur_sigma, self.input_size)
 
 
 def load_predictor(path, *, precision="float32", strategy=None):
@@ -150,6 +165,7 @@ def _keras_predictor(source, model, precision):
         raise ValueError(f"{source}: expected one map per image, output shape is {output_shape}")
     resize_mode = getattr(model, "resize_mode", "resize")
     output_mode = getattr(model, "output_mode", "raw")
+    blur_sigma = getattr(model, "blur_sigma", None)
     set_compute_precision(model, precision)
 
     @tf.function(reduce_retracing=True)
@@ -160,7 +176,7 @@ def _keras_predictor(source, model, precision):
 
     return SaliencyPredictor(
         source, "keras", tuple(int(v) for v in input_size), str(resize_mode),
-        str(output_mode), precision, predict,
+        str(output_mode), precision, predict, blur_sigma=blur_sigma,
     )
 
 
@@ -195,7 +211,7 @@ def _saved_model_predictor(source, loaded):
 
     return SaliencyPredictor(
         source, "saved_model", input_size, resize_mode, output_mode, "float32", predict,
-        holds=loaded,
+        holds=loaded, blur_sigma=_python_value(loaded.blur_sigma) if hasattr(loaded, "blur_sigma") else UNKNOWN_BLUR,
     )
 
 

@@ -1,10 +1,14 @@
-"""A progress bar that shows throughput (images/s) for scoring and evaluation loops.
+"""Progress for long runs: a throughput bar for scoring loops, timed stage logs.
 
-A thin wrapper over `keras.utils.Progbar` (which shows time per step, not a
-rate): the rate since the start is passed as a stateful metric so Progbar
-displays it as-is instead of averaging it.
+`ThroughputProgress` is a thin wrapper over `keras.utils.Progbar` (which
+shows time per step, not a rate): the rate since the start is passed as a
+stateful metric so Progbar displays it as-is instead of averaging it.
+`StageLog` reports the stages of a run that has no steps to count (the
+SavedModel export) with their elapsed times, through a callable the caller
+passes (library code never prints).
 """
 
+import contextlib
 import time
 
 
@@ -47,3 +51,48 @@ class ThroughputProgress:
         self.done += int(count)
         shown = [(self.rate_name, self.rate)] + list(values.items())
         self._bar.update(self.done, values=shown)
+
+
+class StageLog:
+    """Reports named stages as they start and end, with elapsed and total seconds.
+
+    Args:
+        log: callable taking one message (e.g. absl's `logging.info`); None
+            = silent.
+        clock: a callable returning seconds (tests pass a fake clock).
+
+    Use:
+        stages = StageLog(logging.info)
+        with stages.stage("saving the SavedModel"):
+            ...
+    logs "saving the SavedModel ..." then "saving the SavedModel: 12.3 s
+    (total 14.0 s)"; a stage that raises logs "...: failed after 1.2 s".
+    """
+
+    def __init__(self, log=None, *, clock=time.perf_counter):
+        self._log = log
+        self._clock = clock
+        self._start = clock()
+        self.seconds = {}  # stage name -> seconds, for the stages that finished
+
+    @property
+    def elapsed(self):
+        """Seconds since the StageLog was created."""
+        return self._clock() - self._start
+
+    def _emit(self, message):
+        if self._log is not None:
+            self._log(message)
+
+    @contextlib.contextmanager
+    def stage(self, name):
+        """Context manager timing stage `name` (logged at its start and its end)."""
+        self._emit(f"{name} ...")
+        start = self._clock()
+        try:
+            yield
+        except BaseException:
+            self._emit(f"{name}: failed after {self._clock() - start:.1f} s")
+            raise
+        self.seconds[name] = seconds = self._clock() - start
+        self._emit(f"{name}: {seconds:.1f} s (total {self.elapsed:.1f} s)")

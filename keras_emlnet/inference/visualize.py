@@ -1,4 +1,4 @@
-"""Saliency maps as pictures: 8-bit grey maps, a jet colormap and heatmap overlays.
+"""Saliency maps as pictures: 8-bit grey maps, the viridis colormap and heatmap overlays.
 
 NumPy only (no matplotlib, no TensorFlow), so scoring and serving clients can
 write pictures cheaply. Shared by `serving.batch_score` and the serving client.
@@ -40,32 +40,45 @@ def map_to_uint8(saliency_map):
     return np.rint(minmax_normalize(saliency_map) * 255.0).astype(np.uint8)
 
 
-def jet_colormap(values):
-    """Values in [0, 1] (any shape) → uint8 RGB (..., 3), MATLAB/matplotlib 'jet'.
+def viridis_colormap(values):
+    """Values in [0, 1] (any shape) → uint8 RGB (..., 3), matplotlib's 'viridis'.
 
-    Formula:
-        red = clip(1.5 - |4v - 3|, 0, 1), green = clip(1.5 - |4v - 2|, 0, 1),
-        blue = clip(1.5 - |4v - 1|, 0, 1)
+    Viridis is perceptually uniform and its lightness rises monotonically from
+    dark purple (0) to yellow (1), so brighter always means more salient (jet's
+    bright yellow-green middle does not). Matplotlib's 256-entry table sampled
+    at 33 evenly spaced points (8 bits each), linearly interpolated: every
+    value is within 2/255 of matplotlib's table.
     """
-    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)[..., None]
-    centres = np.array([3.0, 2.0, 1.0])
-    rgb = np.clip(1.5 - np.abs(4.0 * v - centres), 0.0, 1.0)
-    return np.rint(rgb * 255.0).astype(np.uint8)
+    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    rgb = np.stack([np.interp(v, _VIRIDIS_POSITIONS, _VIRIDIS_KNOTS[:, c]) for c in range(3)], -1)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def overlay_opacity(normalized, *, alpha=DEFAULT_OVERLAY_ALPHA):
+    """The overlay's opacity per pixel: `alpha * m` for a min-max map `m` in [0, 1].
+
+    0 where nothing is salient (the photo shows unchanged), rising linearly to
+    `alpha` at the map's maximum.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return alpha * np.clip(np.asarray(normalized, dtype=np.float64), 0.0, 1.0)
 
 
 def overlay(image, saliency_map, *, alpha=DEFAULT_OVERLAY_ALPHA):
-    """Blends a jet heatmap of `saliency_map` over `image`.
+    """Blends a viridis heatmap of `saliency_map` over `image`, opacity rising with saliency.
 
     The map is min-max normalised and resized (bilinear) to the image size if
-    needed; each pixel blends with weight `alpha * map`.
+    needed; each pixel blends with opacity `alpha * map` (`overlay_opacity`),
+    so the photo stays visible where nothing is salient.
 
     Formula:
-        out = (1 - alpha * m) * image + alpha * m * jet(m),  m = minmax(map)
+        out = (1 - alpha * m) * image + alpha * m * viridis(m),  m = minmax(map)
 
     Args:
         image: uint8 (h, w, 3) RGB (or (h, w) grey).
         saliency_map: 2-D map (or (h', w', 1)) of any size and scale.
-        alpha: overlay weight at the map's maximum, in [0, 1].
+        alpha: opacity at the map's maximum, in [0, 1].
 
     Returns:
         uint8 (h, w, 3) RGB.
@@ -85,6 +98,16 @@ def overlay(image, saliency_map, *, alpha=DEFAULT_OVERLAY_ALPHA):
     if saliency_map.shape != image.shape[:2]:
         saliency_map = bilinear_resize(saliency_map, image.shape[:2])
     normalized = minmax_normalize(saliency_map)
-    weight = alpha * normalized[..., None]
-    blended = (1.0 - weight) * image.astype(np.float64) + weight * jet_colormap(normalized)
+    weight = overlay_opacity(normalized, alpha=alpha)[..., None]
+    blended = (1.0 - weight) * image.astype(np.float64) + weight * viridis_colormap(normalized)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+# Viridis at 0, 1/32, ..., 1 (matplotlib's table, 8-bit RGB hex).
+_VIRIDIS_HEX = (
+    "440154 470d60 48186a 482374 472d7b 453681 424086 3f4989 3b528b 375a8d 33638d 2f6a8e 2c728e "
+    "297a8e 26818e 23898e 21908c 1f988b 1f9f88 21a685 28ae80 31b57b 3ebc74 4cc26c 5dc963 6ece58 "
+    "82d34c 96d83f abdc32 c0df24 d5e21a eae51a fde725"
+)
+_VIRIDIS_KNOTS = np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in _VIRIDIS_HEX.split()], dtype=np.float64)
+_VIRIDIS_POSITIONS = np.linspace(0.0, 1.0, len(_VIRIDIS_KNOTS))

@@ -6,6 +6,7 @@ split (`keras_emlnet.metrics.auc_sampling` holds the thresholds and the exact ex
 """
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_emlnet.metrics import _checks as inputs
 from keras_emlnet.metrics import auc_sampling, auc_thresholds
@@ -31,7 +32,8 @@ def check_sampling(n_splits, step_size):
         raise ValueError(f"step_size must be finite and >= {auc_sampling.MIN_STEP_SIZE}, got {step_size!r}")
 
 
-def auc_judd(saliency_map, fixation_map, *, jitter=True, seed=None):
+def auc_judd(saliency_map: ArrayLike, fixation_map: ArrayLike, *, jitter: bool = True,
+             seed: int | np.random.Generator | None = None) -> float:
     """AUC-Judd: ROC area with every non-fixated pixel as a negative (AUC_Judd.m).
 
     Formula:
@@ -121,7 +123,8 @@ def _jittered(flat, rng, key_range=None):
     return values, low, high, (keys, key_range) if key_range else None
 
 
-def auc_borji(saliency_map, fixation_map, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None):
+def auc_borji(saliency_map: ArrayLike, fixation_map: ArrayLike, *, n_splits: int | None = DEFAULT_N_SPLITS,
+              step_size: float = DEFAULT_STEP_SIZE, seed: int | np.random.Generator | None = None) -> float:
     """AUC-Borji: negatives drawn uniformly, with replacement, from all pixels (AUC_Borji.m).
 
     Formula:
@@ -171,8 +174,9 @@ def auc_borji_of(saliency, fixated, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFA
 
 
 def auc_shuffled(
-    saliency_map, fixation_map, other_map, *, n_splits=DEFAULT_N_SPLITS, step_size=DEFAULT_STEP_SIZE, seed=None
-):
+    saliency_map: ArrayLike, fixation_map: ArrayLike, other_map: ArrayLike, *,
+    n_splits: int | None = DEFAULT_N_SPLITS, step_size: float = DEFAULT_STEP_SIZE, seed: int | np.random.Generator | None = None,
+) -> float:
     """Shuffled AUC: negatives are other images' fixations, drawn without replacement (AUC_shuffled.m).
 
     Formula:

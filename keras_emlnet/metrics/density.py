@@ -10,6 +10,7 @@ maps are read once; `cc`, `kld` and `sim` are that with one name.
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_emlnet.metrics import _checks as inputs
 from keras_emlnet.metrics import _reductions as reductions
@@ -25,7 +26,7 @@ def _is_normal(*values):
     return all(math.isfinite(v) and abs(v) >= _TINY for v in values)
 
 
-def cc(saliency_map, density_map):
+def cc(saliency_map: ArrayLike, density_map: ArrayLike) -> float:
     """Pearson's linear correlation coefficient (CC.m) between prediction and density.
 
     Formula:
@@ -55,7 +56,7 @@ def _cc_plan(saliency, density):
     return term, finish
 
 
-def kld(saliency_map, density_map):
+def kld(saliency_map: ArrayLike, density_map: ArrayLike) -> float:
     """KL divergence of the prediction from the density (KLdiv.m), natural log, no shifting.
 
     Formula:
@@ -116,7 +117,7 @@ def _has_negative_ratio(p, q):
     return bool(np.any(((EPS + q / (p + EPS)) < 0) & (q != 0)))
 
 
-def sim(saliency_map, density_map):
+def sim(saliency_map: ArrayLike, density_map: ArrayLike) -> float:
     """Similarity / histogram intersection (similarity.m).
 
     Formula:

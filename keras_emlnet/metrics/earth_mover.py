@@ -26,6 +26,7 @@ import os
 import sys
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_emlnet.metrics import _checks as inputs
 from keras_emlnet.metrics import imresize as imresize_lib
@@ -149,7 +150,7 @@ def grid_emd(first, second):
     return _network_simplex_cost(supply, demand, cost)
 
 
-def emd(saliency_map, density_map):
+def emd(saliency_map: ArrayLike, density_map: ArrayLike) -> float:
     """Earth mover's distance (EMD.m) between the density and the prediction at 1/32 size.
 
     Formula:

@@ -6,13 +6,14 @@ checks its inputs and calls a core on `_checks.CheckedMap`s (`nss_of`, `info_gai
 """
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_emlnet.metrics import _checks as inputs
 from keras_emlnet.metrics import _reductions as reductions
 from keras_emlnet.metrics import density
 
 
-def nss(saliency_map, fixation_map):
+def nss(saliency_map: ArrayLike, fixation_map: ArrayLike) -> float:
     """Normalized scanpath saliency (NSS.m): mean z-scored saliency at the fixated pixels.
 
     Formula:
@@ -36,7 +37,7 @@ def nss_of(saliency, fixated, squares=None):
     return float(np.mean((saliency.flat[fixated] - mean) / std))
 
 
-def info_gain(saliency_map, fixation_map, baseline_map):
+def info_gain(saliency_map: ArrayLike, fixation_map: ArrayLike, baseline_map: ArrayLike) -> float:
     """Information gain over a baseline (InfoGain.m), in bits per fixation.
 
     Formula:

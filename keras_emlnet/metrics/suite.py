@@ -15,8 +15,10 @@ import concurrent.futures
 import functools
 import math
 import os
+from collections.abc import Iterable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_emlnet.metrics import _checks as inputs
 from keras_emlnet.metrics import auc, density, earth_mover, fixation
@@ -60,19 +62,19 @@ def _requested(names, other_map, baseline_map):
 
 
 def score_all(
-    saliency_map,
-    fixation_map,
-    density_map,
-    other_map=None,
-    baseline_map=None,
+    saliency_map: ArrayLike,
+    fixation_map: ArrayLike,
+    density_map: ArrayLike | None,
+    other_map: ArrayLike | None = None,
+    baseline_map: ArrayLike | None = None,
     *,
-    names=None,
-    jitter=True,
-    n_splits=auc.DEFAULT_N_SPLITS,
-    step_size=auc.DEFAULT_STEP_SIZE,
-    seed=None,
-    threads=None,
-):
+    names: Iterable[str] | None = None,
+    jitter: bool = True,
+    n_splits: int | None = auc.DEFAULT_N_SPLITS,
+    step_size: float = auc.DEFAULT_STEP_SIZE,
+    seed: int | np.random.Generator | None = None,
+    threads: int | None = None,
+) -> dict[str, float]:
     """The MIT-benchmark metrics of one saliency map against one image's ground truth.
 
     Each value equals what the function of the same name in `keras_emlnet.metrics` returns

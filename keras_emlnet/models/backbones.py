@@ -74,6 +74,8 @@ class BackboneSpec:
             different network (NASNet: its pretrained weights do not fit).
         min_input_size: smallest height/width the constructor accepts.
         weight_sources: named weights -> where they come from (docs/errors).
+        default_weights: the source training starts from when none is named
+            (the paper's pretrained weights); None: random initialisation.
     """
 
     name: str
@@ -84,6 +86,7 @@ class BackboneSpec:
     requires_static_input_shape: bool = False
     min_input_size: int = 32
     weight_sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    default_weights: Optional[str] = None
 
     def tap(self, name):
         """Returns the TapSpec called `name`."""
@@ -93,25 +96,46 @@ class BackboneSpec:
         raise KeyError(f"backbone {self.name!r} has no tap {name!r}; taps: {[t.name for t in self.taps]}")
 
 
-def _keras_application(application, input_shape, weights):
-    """`application` (a keras.applications model) without classifier; a constructor once partially applied."""
-    return application(include_top=False, weights=weights, input_shape=tuple(input_shape), pooling=None)
+def _keras_application(application, imagenet_file, input_shape, weights):
+    """`application` (a keras.applications model) without classifier; a constructor once partially applied.
+
+    Raises:
+        FileNotFoundError: ImageNet weights neither in Keras's cache nor
+            downloadable (names the file to copy there).
+    """
+    try:
+        return application(include_top=False, weights=weights, input_shape=tuple(input_shape), pooling=None)
+    except Exception as error:  # Keras's download raises a bare Exception ("URL fetch failure ...")
+        path = keras_models_path(imagenet_file)
+        if weights != "imagenet" or os.path.isfile(path):
+            raise
+        raise FileNotFoundError(
+            f"{application.__name__} ImageNet weights are not at {path} and could not be downloaded ({error}). "
+            f"Copy the keras-applications release file there under that name (README, 'Offline weights'), "
+            "pass a weights file (--weights PATH), or train from random initialisation (--weights none)."
+        ) from error
 
 
 def _keras_application_spec(name, application, *, imagenet_file, **fields):
     """A BackboneSpec over a keras.applications model whose ImageNet weights come through Keras's cache."""
     return BackboneSpec(
         name=name,
-        constructor=functools.partial(_keras_application, application),
+        constructor=functools.partial(_keras_application, application, imagenet_file),
         weight_sources={"imagenet": f"Keras cache $KERAS_HOME/models/{imagenet_file} (downloaded when absent)"},
+        default_weights="imagenet",
         **fields,
     )
 
 
+def keras_models_path(file_name):
+    """`$KERAS_HOME/models/<file_name>` (default `~/.keras/models/`): Keras's weight cache."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(keras_home, "models", file_name)
+
+
 def places365_weights_path():
     """Where `weights="places365"` looks for the converted DenseNet-161 weights."""
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(keras_home, "models", PLACES365_WEIGHTS_FILE)
+    return keras_models_path(PLACES365_WEIGHTS_FILE)
 
 
 def _densenet161(input_shape, weights):
@@ -157,6 +181,7 @@ BACKBONES = {
         weight_sources={
             "places365": f"converted CSAIL checkpoint at $KERAS_HOME/models/{PLACES365_WEIGHTS_FILE}",
         },
+        default_weights="places365",
     ),
     "resnet50": _keras_application_spec(
         "resnet50", keras.applications.ResNet50, imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -209,7 +234,7 @@ def _count_stored_variables(path):
     return count
 
 
-def get_backbone(backbone):
+def get_backbone(backbone: str | BackboneSpec) -> BackboneSpec:
     """Returns the BackboneSpec for a registry name, or `backbone` if it is a spec."""
     if isinstance(backbone, BackboneSpec):
         return backbone

@@ -21,12 +21,17 @@ needs:
   1/n_taps (the initial map is the average of the tap maps).
 """
 
+from collections.abc import Mapping
+
 import keras
 
 from keras_emlnet.models import taps as taps_lib
 
 
-def build_decoder(feature_shapes, input_size, *, name="decoder", seed=0):
+def build_decoder(
+    feature_shapes: Mapping[str, tuple[int, int, int]], input_size: tuple[int, int], *, name: str = "decoder",
+    seed: int = 0,
+) -> keras.Model:
     """Builds the decoder as a functional model over a dict of tap features.
 
     Args:

@@ -25,6 +25,8 @@ class a saved EMLNet holds (through the extractor module it builds with:
 `keras.saving.load_model` works after it.
 """
 
+from collections.abc import Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -56,14 +58,14 @@ class EMLNet(keras.Model):
 
     def __init__(
         self,
-        extractor,
-        decoder,
+        extractor: keras.Model,
+        decoder: keras.Model,
         *,
-        resize_mode="resize",
-        output_mode="minmax",
-        blur_sigma=None,
+        resize_mode: str = "resize",
+        output_mode: str = "minmax",
+        blur_sigma: float | None = None,
         **kwargs,
-    ):
+    ) -> None:
         super().__init__(**kwargs)
         if resize_mode not in geometry.MODES:
             raise ValueError(f"resize_mode must be one of {geometry.MODES}, got {resize_mode!r}")
@@ -162,8 +164,9 @@ class EMLNet(keras.Model):
         return cls(**config)
 
 
-def build_emlnet(encoders, *, resize_mode="resize", output_mode="minmax", blur_sigma=None, name="emlnet", seed=0,
-                 dtype_policy=None):
+def build_emlnet(encoders: Sequence[keras.Model], *, resize_mode: str = "resize", output_mode: str = "minmax",
+                 blur_sigma: float | None = None, name: str = "emlnet", seed: int = 0,
+                 dtype_policy: str | None = None) -> EMLNet:
     """Builds an EMLNet over trained encoders with a freshly initialised decoder.
 
     Args:

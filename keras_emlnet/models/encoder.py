@@ -19,7 +19,7 @@ import warnings
 
 import keras
 
-from keras_emlnet.models.backbones import get_backbone, load_backbone_weights
+from keras_emlnet.models.backbones import BackboneSpec, get_backbone, load_backbone_weights
 from keras_emlnet.models.preprocessing import BackbonePreprocessing
 from keras_emlnet.models.resizing import BilinearResizeLike
 from keras_emlnet.models.taps import find_tap_prefix, tap_layer_name
@@ -91,7 +91,15 @@ class SaliencyEncoder(keras.Model):
         return encoder
 
 
-def build_encoder(backbone, *, weights=None, input_size=(480, 640), prefix=None, seed=None, input_shape=None):
+def build_encoder(
+    backbone: str | BackboneSpec,
+    *,
+    weights: str | os.PathLike | None = None,
+    input_size: tuple[int, int] = (480, 640),
+    prefix: str | None = None,
+    seed: int | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+) -> SaliencyEncoder:
     """Builds a saliency encoder over one backbone.
 
     Args:

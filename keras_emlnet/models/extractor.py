@@ -22,6 +22,8 @@ Frozen means three things, each enforced here or by the caller:
   `StopGradient`, so backpropagation from the decoder stops at the taps.
 """
 
+from collections.abc import Sequence
+
 import keras
 
 from keras_emlnet.models import taps as taps_lib
@@ -58,7 +60,9 @@ def encoder_prefix(encoder):
     return taps_lib.find_tap_prefix(encoder)
 
 
-def build_feature_extractor(encoders, *, name="feature_extractor", dtype_policy=None):
+def build_feature_extractor(
+    encoders: Sequence[keras.Model], *, name: str = "feature_extractor", dtype_policy: str | None = None
+) -> keras.Model:
     """Builds one frozen functional model tapping every encoder in `encoders`.
 
     Args:

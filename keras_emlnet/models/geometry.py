@@ -8,11 +8,15 @@ Two modes, as in the paper:
   to the model's own aspect ratio means the resize after padding never
   distorts, also at small test sizes that are not 4:3.
 
-Conventions (shared with ``tf.image.resize(method="bilinear")`` and OpenCV's
-``INTER_LINEAR``): pixel ``i`` covers ``[i, i + 1)`` and its centre is
+Conventions (shared with ``tf.image.resize(method="bilinear")``): pixel ``i`` covers ``[i, i + 1)`` and its centre is
 ``i + 0.5``, so a point at pixel index ``r`` in a frame of ``n`` rows maps to
 ``(r + 0.5) * N / n - 0.5`` in a frame of ``N`` rows. Point mappings are exact
 affine maps, so original → model → original returns the same coordinates.
+
+Images are downscaled with antialiasing (``IMAGE_ANTIALIAS``): a bilinear
+(triangle) filter widened by the shrink factor, as PIL's ``Image.resize(BILINEAR)``
+that the released EML-NET code reaches through torchvision's ``Resize`` on PIL
+images; maps (density, saliency) are resized without it.
 
 NumPy methods on :class:`Geometry` need only NumPy (serving and metrics code
 imports this module cheaply); the ``tf_`` functions import TensorFlow on first
@@ -26,6 +30,11 @@ import numpy as np
 RESIZE = "resize"
 PAD_TO_4_3 = "pad_to_4_3"
 MODES = (RESIZE, PAD_TO_4_3)
+# Images are shrunk like PIL's bilinear resize (what torchvision's Resize does to
+# the released code's PIL images): tf.image.resize(antialias=True) is within PIL's
+# uint8 rounding of it (WORKSPACE.md), without antialiasing CAT2000's 1080x1920 ->
+# 480x640 differs by 43 gray levels on average on high-frequency content.
+IMAGE_ANTIALIAS = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +95,11 @@ class Geometry:
         fixation_map[r, c] = True
         return fixation_map
 
-    def image_to_model(self, image):
-        """(h, w[, C]) original image → (H, W[, C]) float32 model input."""
+    def image_to_model(self, image, *, antialias=IMAGE_ANTIALIAS):
+        """(h, w[, C]) original image → (H, W[, C]) float32 model input.
+
+        `antialias`: shrink like PIL's bilinear resize (images); False for maps.
+        """
         image = np.asarray(image, dtype=np.float32)
         if tuple(image.shape[:2]) != tuple(self.original_size):
             raise ValueError(
@@ -96,7 +108,7 @@ class Geometry:
         top, bottom, left, right = self.padding
         pad = [(top, bottom), (left, right)] + [(0, 0)] * (image.ndim - 2)
         padded = np.pad(image, pad) if any(self.padding) else image
-        return bilinear_resize(padded, self.input_size)
+        return bilinear_resize(padded, self.input_size, antialias=antialias)
 
     def map_to_original(self, saliency_map):
         """(H, W[, C]) model-frame map → (h, w[, C]) float map at the original size.
@@ -147,13 +159,20 @@ def _padded_size(h, w, H, W):
     return h, max(w, (2 * h * W + H) // (2 * H))
 
 
-def bilinear_resize(array, size):
-    """Bilinear resize of (h, w[, C]) to `size`, like tf.image.resize(antialias=False).
+def bilinear_resize(array, size, *, antialias=False):
+    """Bilinear resize of (h, w[, C]) to `size`, like tf.image.resize(method="bilinear", antialias=...).
 
-    Half-pixel centres, edges clamped; separable, float32.
+    Half-pixel centres, edges clamped; separable, float32. With `antialias`,
+    a dimension that shrinks uses the triangle filter widened by the shrink
+    factor (weights renormalised at the borders), as TensorFlow and PIL do.
     """
     array = np.asarray(array, dtype=np.float32)
     out_h, out_w = (int(v) for v in size)
+    if antialias and (out_h < array.shape[0] or out_w < array.shape[1]):
+        rows = _triangle_weights(array.shape[0], out_h)
+        cols = _triangle_weights(array.shape[1], out_w)
+        by_rows = np.tensordot(rows, array, axes=(1, 0))  # (out_h, w, ...)
+        return np.moveaxis(np.tensordot(cols, by_rows, axes=(1, 1)), 0, 1).astype(np.float32)
     rows0, rows1, row_frac = _linear_taps(array.shape[0], out_h)
     cols0, cols1, col_frac = _linear_taps(array.shape[1], out_w)
     extra = (1,) * (array.ndim - 2)
@@ -163,6 +182,16 @@ def bilinear_resize(array, size):
     return (by_rows[:, cols0] * (1 - col_frac) + by_rows[:, cols1] * col_frac).astype(
         np.float32
     )
+
+
+def _triangle_weights(in_size, out_size):
+    """(out_size, in_size) weights of the (antialiased when shrinking) bilinear filter."""
+    scale = out_size / in_size
+    support = max(1.0 / scale, 1.0)  # the triangle widens only when shrinking
+    centres = (np.arange(out_size, dtype=np.float64) + 0.5) / scale
+    inputs = np.arange(in_size, dtype=np.float64) + 0.5
+    weights = np.maximum(0.0, 1.0 - np.abs(inputs[None, :] - centres[:, None]) / support)
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 def _linear_taps(in_size, out_size):
@@ -188,10 +217,12 @@ def _tf_padding(original_hw, model_hw):
     return (ph, pw), ((ph - h) // 2, (pw - w) // 2)
 
 
-def tf_image_to_model(image, input_size, mode):
+def tf_image_to_model(image, input_size, mode, *, antialias=IMAGE_ANTIALIAS):
     """One image (h, w, C) of any dtype → (H, W, C) float32 in the model frame.
 
     Graph-safe: h and w may be dynamic; `input_size` and `mode` are static.
+    `antialias`: shrink like PIL's bilinear resize (images, the default);
+    False for maps (density maps are resized without it).
     """
     import tensorflow as tf
 
@@ -202,7 +233,7 @@ def tf_image_to_model(image, input_size, mode):
         shape = tf.shape(image, out_type=tf.int32)
         (ph, pw), (top, left) = _tf_padding(shape[:2], tf.constant(input_size, tf.int32))
         image = tf.image.pad_to_bounding_box(image, top, left, ph, pw)
-    return tf.image.resize(image, input_size, method="bilinear", antialias=False)
+    return tf.image.resize(image, input_size, method="bilinear", antialias=bool(antialias))
 
 
 def tf_map_to_original(saliency_map, original_size, mode):

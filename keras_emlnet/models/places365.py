@@ -23,12 +23,13 @@ import numpy as np
 
 from keras_emlnet.atomic_files import atomic_path
 from keras_emlnet.models import densenet161
+from keras_emlnet.models import torch_checkpoints
 
 # torchvision's old dense-layer names: "denselayer3.norm.1.weight" -> "denselayer3.norm1.weight".
 _DOTTED_NAME = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
-_DATA_PARALLEL_PREFIX = "module."
+_DATA_PARALLEL_PREFIX = torch_checkpoints.DATA_PARALLEL_PREFIX
 _IGNORED_KEYS = ("classifier.weight", "classifier.bias")  # the 365-way classifier is not used
-_BN_FIELDS = ("weight", "bias", "running_mean", "running_var")  # = Keras gamma, beta, moving mean/var
+_BN_FIELDS = torch_checkpoints.BN_FIELDS
 
 
 def keras_to_torch_names():
@@ -78,25 +79,7 @@ def load_places365_checkpoint(path):
         ImportError: torch is not installed.
         ValueError: the file cannot be read as a checkpoint (the message names it).
     """
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError("converting a PyTorch checkpoint needs torch (CPU build is enough)") from error
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip/pickle, forbidden globals, wrong file
-        raise ValueError(f"cannot read PyTorch checkpoint {path}: {error}") from error
-    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path}: expected a state dict or a dict with 'state_dict', got {type(checkpoint).__name__}")
-    return normalize_state_dict(checkpoint)
-
-
-def _describe(keys, limit=8):
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return f"{len(keys)} [{shown}{', ...' if len(keys) > limit else ''}]"
+    return normalize_state_dict(torch_checkpoints.read_state_dict(path))
 
 
 def state_dict_to_layer_weights(state_dict, source="checkpoint"):
@@ -117,8 +100,8 @@ def state_dict_to_layer_weights(state_dict, source="checkpoint"):
     unexpected = present - expected - set(_IGNORED_KEYS)
     if missing or unexpected:
         raise ValueError(
-            f"{source} does not match DenseNet-161: missing keys {_describe(missing)}; "
-            f"unexpected keys {_describe(unexpected)}"
+            f"{source} does not match DenseNet-161: missing keys {torch_checkpoints.describe_keys(missing)}; "
+            f"unexpected keys {torch_checkpoints.describe_keys(unexpected)}"
         )
     weights = {}
     for keras_name, torch_name in names.items():

@@ -34,6 +34,26 @@ ALL_OUTPUT_MODES = OUTPUT_MODES + (RAW,)
 DENSITY_FLOOR = 1e-6
 # Kernel radius in sigmas, as scipy.ndimage / skimage.filters.gaussian.
 BLUR_TRUNCATE = 4.0
+# The released code's blur: sigma 5 px on its 480x640 maps (eval_combined.py post_process).
+PAPER_BLUR_SIGMA = 5.0
+PAPER_BLUR_INPUT_SIZE = (480, 640)
+
+
+def paper_blur_sigma(input_size):
+    """The paper's blur at model size `input_size`: 5 px at 480x640, scaled with the height."""
+    return PAPER_BLUR_SIGMA * float(input_size[0]) / PAPER_BLUR_INPUT_SIZE[0]
+
+
+def describe(output_mode, blur_sigma, input_size=None):
+    """A one-line description of a model's post-processing (evaluation tables say which produced a row)."""
+    if not blur_sigma:
+        blur = "no blur"
+    else:
+        at = f" at {input_size[0]}x{input_size[1]}" if input_size is not None else ""
+        blur = f"Gaussian blur sigma {float(blur_sigma):.3g} px{at}"
+        if input_size is not None and abs(float(blur_sigma) - paper_blur_sigma(input_size)) < 1e-6:
+            blur += " (the paper's)"
+    return f"{blur}, {output_mode}"
 
 
 def check_output_mode(output_mode, *, allow_raw=True):

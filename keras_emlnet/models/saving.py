@@ -31,7 +31,7 @@ def register_serializables():
         importlib.import_module(name)
 
 
-def load_model(path, *, compile=False, **kwargs):
+def load_model(path: str | os.PathLike, *, compile: bool = False, **kwargs) -> keras.Model:
     """Loads a `.keras` encoder or EMLNet saved by keras-emlnet.
 
     Args:

@@ -23,8 +23,10 @@ truncated file:
 - `EpochLogger`: one log line per epoch through Python logging (absl in CLIs).
 """
 
+import csv
 import dataclasses
 import glob
+import io
 import json
 import logging
 import math
@@ -127,6 +129,29 @@ class EpochBackup(keras.callbacks.Callback):
         for old in glob.glob(os.path.join(self.backup_dir, "epoch-*.weights.h5")):
             if os.path.basename(old) != weights_name:
                 os.remove(old)
+
+
+def trim_history(path, epochs):
+    """Keeps only the rows of epochs < `epochs` in a CSVLogger file (header kept).
+
+    A run killed after CSVLogger wrote an epoch's row but before that epoch's
+    backup repeats the epoch when resumed; without this its row would appear
+    twice in history.csv. Rewritten atomically; a missing file is fine.
+    """
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows or "epoch" not in rows[0]:
+        return
+    column = rows[0].index("epoch")
+    kept = [rows[0]] + [row for row in rows[1:] if len(row) > column and row[column].isdigit()
+                        and int(row[column]) < epochs]
+    if len(kept) == len(rows):
+        return
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(kept)  # the excel dialect CSVLogger writes with (sep ",")
+    atomic_files.write_text_atomic(path, buffer.getvalue())
 
 
 class ModelSnapshots(keras.callbacks.Callback):

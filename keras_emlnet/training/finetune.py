@@ -43,6 +43,8 @@ from keras_emlnet.training import runtime
 from keras_emlnet.training.fit import fit_saliency_model
 
 FINETUNE_DATASETS = ("mit1003", "cat2000")
+# `finetune(blur_sigma=SOURCE_BLUR)`: keep the source model's blur.
+SOURCE_BLUR = "source"
 FINETUNE_RECORD = "finetune.json"
 ENCODERS_DIR = "encoders"
 
@@ -56,7 +58,8 @@ class SourceRun:
         encoder_paths: trained encoder `.keras` files, in extractor order.
         emlnet_path: the trained EMLNet (its decoder warm-starts stage 2).
         input_size: (H, W) the encoders were built for (static).
-        output_mode, blur_sigma: the source model's post-processing (kept).
+        output_mode, blur_sigma: the source model's post-processing (kept
+            unless `finetune` is given another blur).
     """
 
     workdir: str
@@ -109,7 +112,7 @@ def protocol(dataset):
 
 
 def finetune(dataset, source_workdir, data_dir, workdir, *, encoder_config, decoder_config,
-             skip_bad=False, callbacks=(), verbose=0):
+             blur_sigma=SOURCE_BLUR, skip_bad=False, callbacks=(), verbose=0):
     """Fine-tunes the source run's encoders, then its decoder, on `dataset`.
 
     Args:
@@ -119,6 +122,8 @@ def finetune(dataset, source_workdir, data_dir, workdir, *, encoder_config, deco
         workdir: this run's folder (see the module docstring).
         encoder_config, decoder_config: TrainConfigs of the two stages; their
             input_size must equal the source's.
+        blur_sigma: the fine-tuned model's blur (pixels at the model size,
+            None for none); `SOURCE_BLUR` keeps the source model's.
         skip_bad: report and skip corrupt samples.
         callbacks: extra Keras callbacks for both stages.
         verbose: Keras `fit` verbosity.
@@ -130,6 +135,8 @@ def finetune(dataset, source_workdir, data_dir, workdir, *, encoder_config, deco
     runtime.make_strategy(encoder_config.distribution)  # a multi-worker strategy must come before any TF work
     plan = protocol(dataset)
     source = read_source_run(source_workdir)
+    if blur_sigma != SOURCE_BLUR:
+        source = dataclasses.replace(source, blur_sigma=blur_sigma)
     for name, config in (("encoder", encoder_config), ("decoder", decoder_config)):
         if tuple(config.input_size) != source.input_size:
             raise ValueError(f"the {name} stage's input_size {tuple(config.input_size)} differs from the "
@@ -183,13 +190,14 @@ def finetune_encoder(encoder_path, data, config, workdir, *, callbacks=(), verbo
         # Built in fit's scopes; a saved float32 encoder computes in the run's
         # mixed policy once its layers are switched (variables stay float32).
         encoder = decoder_stage.load_encoders([encoder_path], input_size=config.input_size)[0]
+        encoder_stage.set_batchnorm_momentum(encoder)  # PyTorch's, as in stage one
         return set_compute_precision(encoder, config.mixed_precision or "float32")
 
     train_data, val_data = data(config)
     return fit_saliency_model(
         model_fn, train_data, val_data, config, workdir,
         run_settings={"stage": "finetune_encoder", "init_from": os.path.abspath(encoder_path),
-                      **data.settings(), "loss": "EMLLoss"},
+                      **data.settings(), "batchnorm_momentum": encoder_stage.BATCHNORM_MOMENTUM, "loss": "EMLLoss"},
         final_model_name=encoder_stage.ENCODER_FILE, callbacks=callbacks, verbose=verbose,
     )
 

@@ -179,6 +179,8 @@ def fit(
     with runtime.policy_scope(config.mixed_precision):
         strategy = runtime.make_strategy(config.distribution)
         out_dir = runtime.output_dir(workdir, strategy)
+        for folder in (out_dir, os.path.join(out_dir, "backup"), os.path.join(out_dir, "checkpoints")):
+            atomic_files.remove_stale_temp_files(folder)  # left by a run killed mid-write
         with strategy.scope():
             model = model_fn()
             if strategy.num_replicas_in_sync > 1:
@@ -199,6 +201,8 @@ def fit(
         done = start.epoch >= config.epochs or (config.max_steps is not None and start.step >= config.max_steps)
         history = {}
         if not done:
+            # Rows of epochs about to be trained again (a kill after CSVLogger, before the backup).
+            training_callbacks.trim_history(os.path.join(out_dir, "history.csv"), start.epoch)
             if config.distribution == "multi_worker":
                 runtime.build_for_multi_worker(model, train_data)
             train_data, steps_per_epoch = _training_data(train_data, config, start)

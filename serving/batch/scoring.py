@@ -15,12 +15,14 @@ interrupted.
 import collections
 import concurrent.futures
 import dataclasses
+import io
 import os
 import time
 
 import numpy as np
 
 from keras_emlnet import atomic_files
+from keras_emlnet import image_files
 from keras_emlnet.inference.visualize import map_to_uint8, overlay
 from serving.batch import files as batch_files
 from serving.batch.pipeline import describe_unreadable, image_dataset, make_strategy, strategy_devices
@@ -42,12 +44,15 @@ class ScoreConfig:
         out: output folder.
         format: "png" (8-bit, min-max), "npy" (float32 in the model's output
             mode) or "both".
-        overlays: also write `<name>_overlay.jpg` (jet heatmap over the image).
+        overlays: also write `<name>_overlay.jpg` (viridis heatmap over the image, opacity rising with saliency).
         batch_size: images per replica per step.
         precision: "float32", "bfloat16" or "float16" (`.keras` models only).
         shard_index, num_shards: this run scores items shard_index,
             shard_index + num_shards, ... of the sorted collection.
         writer_threads: threads encoding and writing outputs.
+        max_image_pixels: images whose header declares more pixels are
+            reported and skipped, never decoded; None = $EMLNET_MAX_IMAGE_PIXELS
+            or 50 M (`keras_emlnet.image_files`), 0 = no limit.
     """
 
     model: str
@@ -60,6 +65,7 @@ class ScoreConfig:
     shard_index: int = 0
     num_shards: int = 1
     writer_threads: int = 4
+    max_image_pixels: int = None
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -147,6 +153,7 @@ def score_collection(config, *, predictor=None, strategy=None, make_progress=Non
         {"source": e.source, "error": e.reason} for e in entries if isinstance(e, batch_files.Rejected)
     ]
     pending = [job for job in jobs if not is_done(job, config)]
+    atomic_files.remove_stale_temp_files(config.out, recursive=True)  # left by a run killed mid-write
     strategy = strategy or make_strategy()
     if predictor is None:
         predictor = load_predictor(config.model, precision=config.precision, strategy=strategy)
@@ -177,7 +184,8 @@ def score_collection(config, *, predictor=None, strategy=None, make_progress=Non
             _run(config, predictor, strategy, pending, produced, summary, on_progress, log)
         unread = [i for i in range(len(pending)) if i not in produced]
         for i in unread:
-            failure = {"source": pending[i].source, "error": describe_unreadable(pending[i].source)}
+            failure = {"source": pending[i].source,
+                       "error": describe_unreadable(pending[i].source, max_image_pixels=config.max_image_pixels)}
             log(f"skipped {failure['source']}: {failure['error']}")
             summary["failed"].append(failure)
         if on_progress and unread:
@@ -198,7 +206,8 @@ def _run(config, predictor, strategy, pending, produced, summary, on_progress, l
 
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     dataset = image_dataset(
-        [job.source for job in pending], predictor.input_size, predictor.resize_mode, global_batch
+        [job.source for job in pending], predictor.input_size, predictor.resize_mode, global_batch,
+        max_image_pixels=config.max_image_pixels,
     )
 
     @tf.function
@@ -251,26 +260,65 @@ def _finish(future, summary, on_progress, log):
         on_progress(1)
 
 
+class UnreadableImageError(ValueError):
+    """The source image could not be read again for its overlay."""
+
+
 def _write_outputs(job, saliency_map, config, output_mode):
     """Writes one image's outputs atomically; returns a failure dict or None."""
-    from PIL import Image, UnidentifiedImageError
+
+    def read_image():
+        # Header checked against the limit before decoding, EXIF applied (as
+        # the map's pipeline did); PIL's DecompressionBombError cannot escape
+        # (it crashed every rerun at the same file, issue 19).
+        try:
+            return image_files.decode_rgb(job.source, limit=config.max_image_pixels)
+        except image_files.ImageTooLargeError:
+            raise
+        except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for a bad image
+            raise UnreadableImageError(f"cannot read the image for its overlay: {error}") from error
 
     try:
         paths = output_paths(job, config)
-        if "npy" in paths:
-            with atomic_files.atomic_path(paths["npy"]) as tmp:
-                np.save(tmp, saliency_map.astype(np.float32))
-        picture = np.exp(saliency_map) if output_mode == "log_density" else saliency_map
-        if "png" in paths:
-            with atomic_files.atomic_path(paths["png"]) as tmp:
-                Image.fromarray(map_to_uint8(picture)).save(tmp, format="PNG")
-        if "overlay" in paths:
-            with Image.open(job.source) as source:
-                image = np.asarray(source.convert("RGB"))
-            with atomic_files.atomic_path(paths["overlay"]) as tmp:
-                Image.fromarray(overlay(image, picture)).save(
-                    tmp, format="JPEG", quality=OVERLAY_JPEG_QUALITY
-                )
-    except (batch_files.UnsafeNameError, UnidentifiedImageError) as error:
+        # Every output is encoded before any is written: a failure writes nothing.
+        for kind, data in encode_outputs(paths, saliency_map, output_mode, read_image).items():
+            atomic_files.write_bytes_atomic(paths[kind], data)
+    except (batch_files.UnsafeNameError, image_files.ImageTooLargeError, UnreadableImageError) as error:
         return {"source": job.source, "error": str(error)}
     return None
+
+
+def encode_outputs(kinds, saliency_map, output_mode, read_image):
+    """One image's output files as bytes: {kind: bytes} for each of `kinds`, in write order.
+
+    The one encoding of batch scoring's files, shared with the Beam pipeline
+    (serving/beam), which writes them through Beam's filesystems.
+
+    Args:
+        kinds: output kinds among "npy" (float32 map in the output mode), "png"
+            (8-bit min-max of the map, of exp(map) for log_density) and "overlay"
+            (JPEG heatmap over the image); `ScoreConfig.suffixes`' keys.
+        saliency_map: (h, w) map at the image's original size.
+        output_mode: the model's output mode.
+        read_image: callable returning the original image, RGB uint8 (h, w, 3);
+            called only for an overlay.
+    """
+    from PIL import Image
+
+    encoded = {}
+    if "npy" in kinds:
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(saliency_map).astype(np.float32))
+        encoded["npy"] = buffer.getvalue()
+    picture = np.exp(saliency_map) if output_mode == "log_density" else saliency_map
+    if "png" in kinds:
+        buffer = io.BytesIO()
+        Image.fromarray(map_to_uint8(picture)).save(buffer, format="PNG")
+        encoded["png"] = buffer.getvalue()
+    if "overlay" in kinds:
+        buffer = io.BytesIO()
+        Image.fromarray(overlay(read_image(), picture)).save(
+            buffer, format="JPEG", quality=OVERLAY_JPEG_QUALITY
+        )
+        encoded["overlay"] = buffer.getvalue()
+    return encoded

@@ -28,6 +28,10 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("version", None, "Model version; default: the one served.", flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 4, "Images per request.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_float("timeout_s", 60.0, "Deadline of one request in seconds.", flag_values=flag_values)
+    flags.DEFINE_integer("max_image_pixels", None,
+                         "Images whose header declares more pixels are skipped, never decoded "
+                         "(default: $EMLNET_MAX_IMAGE_PIXELS or 50000000; 0 = no limit).",
+                         lower_bound=0, flag_values=flag_values)
 
 
 def main(argv):

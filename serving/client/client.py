@@ -2,7 +2,7 @@
 
 `run_client` (what `python -m serving.client` runs) writes, for each image,
 ``<out>/<stem>_saliency.png`` (the map at the image's size, min-max scaled
-to 8 bits) and ``<out>/<stem>_overlay.png`` (a jet heatmap blended over the
+to 8 bits) and ``<out>/<stem>_overlay.png`` (a viridis heatmap blended over the
 image), atomically, plus ``<out>/config.json``. An image that cannot be
 read, or that the server rejects, is reported and skipped; the others are
 still written. `predict_grpc` and `predict_rest` send one request each.
@@ -18,6 +18,7 @@ import urllib.request
 
 import numpy as np
 
+from keras_emlnet.atomic_files import remove_stale_temp_files
 from keras_emlnet.atomic_files import write_bytes_atomic
 from keras_emlnet.atomic_files import write_json_atomic
 from keras_emlnet.inference import visualize
@@ -50,21 +51,33 @@ class ClientConfig:
     batch_size: int = 4
     timeout_s: float = 60.0
     overlay_alpha: float = visualize.DEFAULT_OVERLAY_ALPHA
+    max_image_pixels: int = None
 
 
-def load_image(path):
-    """(RGB uint8 (h, w, 3), bytes to send) for one file; ValueError if unreadable."""
+def load_image(path, *, max_image_pixels=None):
+    """(upright RGB uint8 (h, w, 3), bytes to send) for one file; ValueError if unreadable.
+
+    The pixel count is checked from the header before decoding
+    (`image_files`: `max_image_pixels`, else $EMLNET_MAX_IMAGE_PIXELS, else
+    50 M; an image over it raises `image_files.ImageTooLargeError`, a
+    ValueError). The EXIF orientation is applied; an image stored rotated, or
+    in a format TF does not decode, is sent re-encoded as PNG, so any export
+    (also one from before EXIF support) sees it upright.
+    """
     from PIL import Image
+
+    from keras_emlnet import image_files
 
     try:
         with open(path, "rb") as f:
             data = f.read()
-        with Image.open(io.BytesIO(data)) as image:
-            image_format = image.format
-            rgb = np.asarray(image.convert("RGB"))
+        header = image_files.read_header(data, name=path, limit=max_image_pixels)
+        rgb = image_files.decode_rgb(data, name=path, limit=max_image_pixels)
+    except image_files.ImageTooLargeError:
+        raise
     except (OSError, SyntaxError, ValueError) as error:  # PIL raises these for bad files
         raise ValueError(f"{path}: not a readable image ({error})") from error
-    if image_format not in _SERVER_FORMATS:
+    if header.format not in _SERVER_FORMATS or header.orientation != image_files.UPRIGHT:
         buffer = io.BytesIO()
         Image.fromarray(rgb).save(buffer, format="PNG")
         data = buffer.getvalue()
@@ -166,10 +179,11 @@ def run_client(config):
     written, failed, loaded = {}, {}, []
     for path in config.images:
         try:
-            loaded.append((path,) + load_image(path))
+            loaded.append((path,) + load_image(path, max_image_pixels=config.max_image_pixels))
         except ValueError as error:
             failed[path] = str(error)
     os.makedirs(config.out, exist_ok=True)
+    remove_stale_temp_files(config.out)  # left by a run killed mid-write
     for start in range(0, len(loaded), config.batch_size):
         batch = loaded[start : start + config.batch_size]
         for (path, image, _), saliency_map in _predict_isolating_bad(predict, config, batch, failed):

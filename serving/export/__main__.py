@@ -28,13 +28,23 @@ def define_flags(flag_values=FLAGS):
                        flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the representative check and warmup images.",
                          flag_values=flag_values)
+    flags.DEFINE_integer("max_image_pixels", None,
+                         "Pixel limit the SavedModel checks on each image's header before decoding "
+                         "(default: $EMLNET_MAX_IMAGE_PIXELS or 50000000; 0 = no limit).",
+                         lower_bound=0, flag_values=flag_values)
+    cli.define_verbose_flag(flag_values)
 
 
 def main(argv):
     del argv
+    from keras_emlnet.inference.progress import StageLog
+
     config = cli.config_from_flags(ExportConfig)
-    model = load_keras_model(config.model)
-    version_dir, record = export_saliency_model(model, config)
+    # No steps to count here: any verbosity above 0 logs each stage with its seconds.
+    log = logging.info if cli.verbosity_from_flags() else None
+    with StageLog(log).stage(f"loading {config.model}"):
+        model = load_keras_model(config.model)
+    version_dir, record = export_saliency_model(model, config, log=log)
     parity = record["parity"]
     logging.info(
         "exported %s version %d to %s (max |SavedModel - Keras| = %.3g, relative %.3g; %d warmup requests)",

@@ -29,6 +29,7 @@ import tempfile
 
 from keras_emlnet import atomic_files
 from keras_emlnet.atomic_files import write_json_atomic
+from keras_emlnet.inference.progress import StageLog
 from serving.export import checks as export_checks
 from serving.export import saliency_module
 
@@ -50,6 +51,8 @@ class ExportConfig:
         parity_tolerance: largest allowed max |SavedModel - Keras| divided by
             max |Keras| over the check images.
         seed: seeds the representative images.
+        max_image_pixels: pixel limit the SavedModel checks on each encoded
+            image's header; None = $EMLNET_MAX_IMAGE_PIXELS or 50 M, 0 = none.
     """
 
     model: str
@@ -58,6 +61,7 @@ class ExportConfig:
     model_name: str = None
     parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
     seed: int = 0
+    max_image_pixels: int = None
 
 
 def load_keras_model(path):
@@ -93,13 +97,16 @@ def model_attributes(model):
     return tuple(int(v) for v in model.input_size), str(model.resize_mode), str(model.output_mode)
 
 
-def export_saliency_model(model, config):
+def export_saliency_model(model, config, *, log=None):
     """Writes, checks and publishes one SavedModel version.
 
     Args:
         model: an EMLNet (or a Keras model with input_size, resize_mode and
             output_mode attributes).
         config: ExportConfig.
+        log: callable taking one message (e.g. absl's `logging.info`): each
+            stage (save, warmup, parity check, publish) is reported as it
+            starts and ends, with its seconds; None = silent.
 
     Returns:
         (version_dir, record) where record is the dict written to config.json.
@@ -112,6 +119,7 @@ def export_saliency_model(model, config):
     """
     import tensorflow as tf
 
+    stages = StageLog(log)
     input_size, resize_mode, output_mode = model_attributes(model)
     export_base = os.fspath(config.export_base)
     version = next_version(export_base) if config.version is None else config.version
@@ -122,17 +130,22 @@ def export_saliency_model(model, config):
     if os.path.exists(final_dir):
         raise FileExistsError(f"{final_dir} exists; export to a new --version")
     os.makedirs(export_base, exist_ok=True)
+    atomic_files.remove_stale_temp_files(export_base)  # an export killed mid-write
     # Not an integer name, so servers polling export_base ignore it.
-    work_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    work_dir = tempfile.mkdtemp(prefix=atomic_files.temp_prefix(str(version)), dir=export_base)
     try:
-        module = saliency_module.SaliencyModule(model, input_size, resize_mode, output_mode)
-        tf.saved_model.save(module, work_dir, signatures=module.signatures())
-        images = export_checks.representative_images(input_size, seed=config.seed)
-        requests = export_checks.warmup_requests(images, model_name)
-        export_checks.write_warmup_requests(os.path.join(work_dir, WARMUP_DIR, WARMUP_FILE), requests)
-        parity = export_checks.check_parity(
-            work_dir, model, images, tolerance=config.parity_tolerance
-        )
+        with stages.stage(f"saving the SavedModel (tracing both signatures) in {work_dir}"):
+            module = saliency_module.SaliencyModule(model, input_size, resize_mode, output_mode,
+                                                    max_image_pixels=config.max_image_pixels)
+            tf.saved_model.save(module, work_dir, signatures=module.signatures())
+        with stages.stage("writing the warmup requests"):
+            images = export_checks.representative_images(input_size, seed=config.seed)
+            requests = export_checks.warmup_requests(images, model_name)
+            export_checks.write_warmup_requests(os.path.join(work_dir, WARMUP_DIR, WARMUP_FILE), requests)
+        with stages.stage("reloading the SavedModel and checking it against the Keras model"):
+            parity = export_checks.check_parity(
+                work_dir, model, images, tolerance=config.parity_tolerance
+            )
         record = {
             **dataclasses.asdict(config),
             "version": version,
@@ -146,9 +159,10 @@ def export_saliency_model(model, config):
             "parity": parity,
             "tensorflow_version": tf.__version__,
         }
-        write_json_atomic(os.path.join(work_dir, CONFIG_FILE), record)
-        _make_readable(work_dir)
-        os.rename(work_dir, final_dir)  # fails if final_dir appeared meanwhile
+        with stages.stage(f"publishing version {version} as {final_dir}"):
+            write_json_atomic(os.path.join(work_dir, CONFIG_FILE), record)
+            _make_readable(work_dir)
+            os.rename(work_dir, final_dir)  # fails if final_dir appeared meanwhile
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise

@@ -17,6 +17,16 @@ Both return:
   value), so always crop ``saliency[i, :height[i], :width[i]]``.
 - ``height``, ``width`` int32 (B,): each image's original size.
 
+Encoded images are bounded and upright (issue 19): each image's size is read
+from its header (`image_files.tf_image_size`) and an image over
+`max_image_pixels` (fixed at export: `--max_image_pixels`, else
+$EMLNET_MAX_IMAGE_PIXELS, else 50 M) fails with InvalidArgument before it is
+decoded, also on the official TF Serving; a JPEG's EXIF orientation is
+applied (`tf_exif_orientation`, `tf_apply_orientation`), so ``height`` and
+``width`` are the upright size, as image viewers show it. A GIF is cut to its
+first frame before decoding (`tf_gif_first_frame`): the decoder would decode
+every frame of an animation to keep the first.
+
 Each image goes through the model's own geometry (`resize_mode`,
 `keras_emlnet.models.geometry.tf_image_to_model`) and its map is brought back
 with `keras_emlnet.models.postprocess.tf_to_original_size` (re-normalised for the
@@ -36,6 +46,7 @@ Serving does not see it):
 
 import tensorflow as tf
 
+from keras_emlnet import image_files
 from keras_emlnet.inference.predictor import SAVED_MODEL_FUNCTION as PREDICT_MODEL_SIZE
 from keras_emlnet.models.geometry import tf_image_to_model
 from keras_emlnet.models.postprocess import tf_to_original_size
@@ -58,11 +69,15 @@ class SaliencyModule(tf.Module):
         resize_mode: "resize" or "pad_to_4_3".
         output_mode: the mode of the model's maps ("minmax", "probability",
             "log_density").
+        max_image_pixels: pixel limit of one encoded image, checked from its
+            header in the graph; None = `image_files.max_image_pixels()`,
+            0 = no limit.
     """
 
-    def __init__(self, model, input_size, resize_mode, output_mode):
+    def __init__(self, model, input_size, resize_mode, output_mode, max_image_pixels=None):
         super().__init__(name="saliency_serving")
         self.model = model
+        self._max_image_pixels = image_files.max_image_pixels(max_image_pixels)
         self._input_size = tuple(int(v) for v in input_size)
         self._resize_mode = str(resize_mode)
         self._output_mode = str(output_mode)
@@ -84,7 +99,11 @@ class SaliencyModule(tf.Module):
         height, width = self._input_size
 
         def decode(encoded):
+            encoded = _check_pixels(encoded, self._max_image_pixels)
+            encoded = image_files.tf_gif_first_frame(encoded)  # decode_image decodes every GIF frame
             image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+            image.set_shape([None, None, 3])
+            image = image_files.tf_apply_orientation(image, image_files.tf_exif_orientation(encoded))
             size = tf.shape(image, out_type=tf.int32)[:2]
             return tf_image_to_model(image, self._input_size, self._resize_mode), size
 
@@ -137,6 +156,24 @@ class SaliencyModule(tf.Module):
             SERVING_DEFAULT: self.serve_image_bytes.get_concrete_function(),
             PREDICT_IMAGES: self.serve_images.get_concrete_function(),
         }
+
+
+def _check_pixels(encoded, limit):
+    """`encoded`, after checking the size its header declares against `limit` (None: no check).
+
+    Formats whose header `tf_image_size` does not read (size [-1, -1]) are left
+    to the decoder.
+    """
+    if limit is None:
+        return encoded
+    size = tf.cast(image_files.tf_image_size(encoded), tf.int64)
+    pixels = size[0] * size[1]
+    check = tf.debugging.assert_less_equal(
+        pixels, tf.constant(limit, tf.int64),
+        message=f"image declares more pixels than the limit of {limit} (height x width from its header)",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(encoded)
 
 
 def _assert_not_empty(tensor, name):

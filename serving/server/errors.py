@@ -45,5 +45,14 @@ class ResourceExhausted(ServingError, grpc_code=grpc.StatusCode.RESOURCE_EXHAUST
     """Over a limit: request size or the batching queue."""
 
 
+class RequestTooLarge(ServingError, grpc_code=grpc.StatusCode.RESOURCE_EXHAUSTED, http_status=413):
+    """A request over a per-request cap: body bytes, images, decoded pixels or
+    the size of the response it would need (gRPC RESOURCE_EXHAUSTED, HTTP 413)."""
+
+
+class DeadlineExceeded(ServingError, grpc_code=grpc.StatusCode.DEADLINE_EXCEEDED, http_status=408):
+    """A REST client did not send its whole request in time."""
+
+
 class Unavailable(ServingError, grpc_code=grpc.StatusCode.UNAVAILABLE, http_status=503):
     """No version of the model is loaded yet, or the server is stopping."""

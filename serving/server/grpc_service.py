@@ -32,19 +32,39 @@ def _requested_version(model_spec):
     return model_spec.version.value if model_spec.HasField("version") else None
 
 
+# Dtypes a request tensor may have: plain values. DT_VARIANT, DT_RESOURCE and
+# the quantized types carry no NumPy value (make_ndarray raised KeyError:
+# UNKNOWN instead of INVALID_ARGUMENT, issue 19).
+_VALUE_DTYPES = frozenset([
+    tf.bool, tf.string, tf.int8, tf.int16, tf.int32, tf.int64, tf.uint8, tf.uint16, tf.uint32, tf.uint64,
+    tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.complex64, tf.complex128,
+])
+
+
 def tensor_proto_to_array(name, proto, dispatcher):
     """TensorProto → NumPy; malformed or oversized tensors are refused."""
     try:
         dtype = tf.dtypes.as_dtype(proto.dtype)
     except TypeError:
         raise errors.InvalidArgument(f"input '{name}' has an unknown dtype {proto.dtype}") from None
+    if dtype not in _VALUE_DTYPES:
+        raise errors.InvalidArgument(f"input '{name}' has dtype {dtype.name}, which a request cannot carry")
     shape = [dim.size for dim in proto.tensor_shape.dim]
     itemsize = 1 if dtype == tf.string else dtype.size
     dispatcher.check_decoded_size(name, shape, itemsize)
     try:
         return tf.make_ndarray(proto)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, KeyError) as error:
         raise errors.InvalidArgument(f"input '{name}' is not a valid TensorProto: {error}") from None
+
+
+def _status_of(error):
+    """(gRPC code, message) for any error a call ended in; never UNKNOWN."""
+    if isinstance(error, errors.ServingError):
+        return error.grpc_code, error.message
+    if isinstance(error, RecursionError):
+        return grpc.StatusCode.INVALID_ARGUMENT, "request is nested too deeply"
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}"
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -55,19 +75,22 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         try:
-            inputs = {
-                name: tensor_proto_to_array(name, proto, self._dispatcher)
-                for name, proto in request.inputs.items()
-            }
-            version, signature_name, outputs = self._dispatcher.predict(
-                request.model_spec.name,
-                _requested_version(request.model_spec),
-                request.model_spec.signature_name,
-                inputs,
-            )
-            outputs = output_subset(outputs, list(request.output_filter))
-        except errors.ServingError as error:
-            context.abort(error.grpc_code, error.message)
+            return self._predict(request)
+        except Exception as error:  # noqa: BLE001 - every failure gets a status
+            context.abort(*_status_of(error))
+
+    def _predict(self, request):
+        inputs = {
+            name: tensor_proto_to_array(name, proto, self._dispatcher)
+            for name, proto in request.inputs.items()
+        }
+        version, signature_name, outputs = self._dispatcher.predict(
+            request.model_spec.name,
+            _requested_version(request.model_spec),
+            request.model_spec.signature_name,
+            inputs,
+        )
+        outputs = output_subset(outputs, list(request.output_filter))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = version
@@ -89,8 +112,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             version, signature_defs = self._dispatcher.metadata(
                 request.model_spec.name, _requested_version(request.model_spec)
             )
-        except errors.ServingError as error:
-            context.abort(error.grpc_code, error.message)
+        except Exception as error:  # noqa: BLE001 - every failure gets a status
+            context.abort(*_status_of(error))
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = version
@@ -124,8 +147,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             statuses = self._dispatcher.statuses(
                 request.model_spec.name, _requested_version(request.model_spec)
             )
-        except errors.ServingError as error:
-            context.abort(error.grpc_code, error.message)
+        except Exception as error:  # noqa: BLE001 - every failure gets a status
+            context.abort(*_status_of(error))
         return status_response(statuses)
 
 
@@ -141,6 +164,9 @@ def start_grpc_server(dispatcher, *, host, port, max_workers=16):
     limit = dispatcher.max_request_bytes
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        # Calls past this many (running + waiting for a thread) get
+        # RESOURCE_EXHAUSTED at once instead of queueing without bound.
+        maximum_concurrent_rpcs=max_workers * 4,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", -1),

@@ -7,10 +7,19 @@ the one it replaces is unloaded; the base path is polled every
 `poll_wait_seconds`, so a new version directory is picked up without a
 restart. A version that fails to load (or to warm up) is reported through
 GetModelStatus and the version being served stays.
+
+A version folder is loaded only once it looks complete (`is_complete`:
+saved_model.pb and, when the SavedModel has variables, variables.index with
+every data shard it names). A version that failed is retried when its files
+change (`fingerprint`: names, sizes, mtimes), so one caught mid-copy loads as
+soon as the copy finishes, and a truly broken one is not reloaded every poll.
+Publishing atomically (copy to a temporary name in the base path, then rename
+to the version number, as serving.export does) avoids partial loads entirely.
 """
 
 import dataclasses
 import os
+import re
 import threading
 
 from serving.server import errors
@@ -32,6 +41,9 @@ class VersionStatus:
     error_message: str = ""
 
 
+_DATA_SHARD = re.compile(r"^variables\.data-(\d{5})-of-(\d{5})$")
+
+
 def list_versions(model_base_path):
     """Integer version directories holding a saved_model.pb, ascending."""
     versions = []
@@ -40,6 +52,45 @@ def list_versions(model_base_path):
         if name.isdigit() and os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
             versions.append(int(name))
     return sorted(versions)
+
+
+def is_complete(path):
+    """True when a version folder holds a whole SavedModel's files.
+
+    saved_model.pb, and when there is a `variables/` folder: variables.index
+    and every `variables.data-NNNNN-of-MMMMM` shard (all M of them). A copy
+    that has written saved_model.pb but not yet variables/ is incomplete only
+    if variables/ already exists; otherwise the load fails and is retried
+    when the files change (see `fingerprint`).
+    """
+    if not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+        return False
+    variables = os.path.join(path, "variables")
+    if not os.path.isdir(variables):
+        return True
+    names = set(os.listdir(variables))
+    if "variables.index" not in names:
+        return False
+    shards = [_DATA_SHARD.match(name) for name in names]
+    counts = {int(m[2]) for m in shards if m}
+    if len(counts) != 1:
+        return False
+    (count,) = counts
+    return {int(m[1]) for m in shards if m} == set(range(count))
+
+
+def fingerprint(path):
+    """(relative path, size, mtime_ns) of every file under `path`, sorted: changes when a copy progresses."""
+    entries = []
+    for folder, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(folder, name)
+            try:
+                info = os.stat(full)
+            except OSError:
+                continue
+            entries.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns))
+    return tuple(sorted(entries))
 
 
 class ModelRegistry:
@@ -68,6 +119,7 @@ class ModelRegistry:
         self._poll_lock = threading.Lock()
         self._serving = None  # the Servable answering requests
         self._statuses = {}  # version -> VersionStatus
+        self._failed = {}  # version -> fingerprint of its files when its load failed
         self._stop = threading.Event()
         self._thread = None
 
@@ -95,11 +147,23 @@ class ModelRegistry:
             except OSError as error:
                 self._on_event(f"cannot list {self.model_base_path}: {error}")
                 return self.serving_version
-            candidates = [v for v in versions if v not in self._failed_versions()]
+            candidates = [v for v in versions if self._loadable(v)]
             if not candidates or candidates[-1] == self.serving_version:
                 return self.serving_version
             self._load(candidates[-1])
             return self.serving_version
+
+    def _version_path(self, version):
+        return os.path.join(self.model_base_path, str(version))
+
+    def _loadable(self, version):
+        """Complete, and not a failed version whose files are unchanged since."""
+        path = self._version_path(version)
+        if not is_complete(path):
+            return False
+        with self._lock:
+            failed = self._failed.get(version)
+        return failed is None or fingerprint(path) != failed
 
     @property
     def serving_version(self):
@@ -154,25 +218,27 @@ class ModelRegistry:
                 f"(this server serves '{self.model_name}')"
             )
 
-    def _failed_versions(self):
-        with self._lock:
-            return {s.version for s in self._statuses.values() if s.state == END and s.error_message}
-
     def _load(self, version):
-        path = os.path.join(self.model_base_path, str(version))
+        path = self._version_path(version)
+        files = fingerprint(path)
         with self._lock:
+            retry = version in self._failed
             self._statuses[version] = VersionStatus(version, LOADING)
+        if retry:
+            self._on_event(f"version {version} changed since it failed to load; retrying")
         try:
             servable = self._load_servable(path, version)
             warmed = servable.warmup()
         except Exception as error:  # any load failure is reported, not fatal
             with self._lock:
                 self._statuses[version] = VersionStatus(version, END, f"{type(error).__name__}: {error}")
+                self._failed[version] = files
             self._on_event(f"version {version} failed to load; still serving "
-                           f"{self.serving_version}: {error}")
+                           f"{self.serving_version}; retried when its files change: {error}")
             return
         previous = self._serving
         with self._lock:
+            self._failed.pop(version, None)
             self._serving = servable
             self._statuses[version] = VersionStatus(version, AVAILABLE)
             if previous is not None:

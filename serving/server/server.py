@@ -14,7 +14,9 @@ otherwise. A port of 0 takes any free port (logged); -1 turns that API off.
 
 import dataclasses
 
+from serving.server import dispatch
 from serving.server import request_batching
+from serving.server import rest
 from serving.server.dispatch import RequestDispatcher
 from serving.server.grpc_service import start_grpc_server
 from serving.server.model_registry import ModelRegistry
@@ -39,6 +41,14 @@ class ServerConfig:
             (<= 0: only at start).
         max_request_bytes: largest request accepted (gRPC message or REST body).
         grpc_max_workers: threads answering gRPC calls.
+        max_images_per_request, max_request_pixels, max_response_bytes:
+            per-request caps (see `dispatch.RequestDispatcher`), checked
+            before the model runs; over one: RESOURCE_EXHAUSTED / HTTP 413.
+        max_image_pixels: pixel limit of one encoded image, read from its
+            header before decoding; None = `image_files.max_image_pixels()`
+            (50 M, or $EMLNET_MAX_IMAGE_PIXELS).
+        rest_api_num_threads: REST connections served at once.
+        rest_api_timeout_in_ms: time a REST client has to send a request.
     """
 
     model_base_path: str
@@ -51,6 +61,12 @@ class ServerConfig:
     file_system_poll_wait_seconds: float = 1.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     grpc_max_workers: int = 16
+    max_images_per_request: int = dispatch.DEFAULT_MAX_IMAGES_PER_REQUEST
+    max_request_pixels: int = dispatch.DEFAULT_MAX_REQUEST_PIXELS
+    max_response_bytes: int = dispatch.DEFAULT_MAX_RESPONSE_BYTES
+    max_image_pixels: int = None
+    rest_api_num_threads: int = rest.DEFAULT_NUM_THREADS
+    rest_api_timeout_in_ms: int = int(rest.DEFAULT_TIMEOUT_S * 1000)
 
 
 class ModelServer:
@@ -96,8 +112,13 @@ class ModelServer:
             poll_wait_seconds=config.file_system_poll_wait_seconds,
             on_event=self._on_event,
         )
-        self.dispatcher = RequestDispatcher(self.registry, batching=options,
-                                            max_request_bytes=config.max_request_bytes)
+        self.dispatcher = RequestDispatcher(
+            self.registry, batching=options, max_request_bytes=config.max_request_bytes,
+            max_images_per_request=config.max_images_per_request,
+            max_request_pixels=config.max_request_pixels,
+            max_response_bytes=config.max_response_bytes,
+            max_image_pixels=config.max_image_pixels,
+        )
         try:
             self.registry.start()
             if config.grpc_port >= 0:
@@ -106,7 +127,11 @@ class ModelServer:
                     max_workers=config.grpc_max_workers,
                 )
             if config.rest_port >= 0:
-                self._rest_server = RestServer(self.dispatcher, host=config.host, port=config.rest_port)
+                self._rest_server = RestServer(
+                    self.dispatcher, host=config.host, port=config.rest_port,
+                    num_threads=config.rest_api_num_threads,
+                    timeout_s=config.rest_api_timeout_in_ms / 1000,
+                )
                 self.rest_port = self._rest_server.port
         except BaseException:
             self.stop()

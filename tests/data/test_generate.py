@@ -124,7 +124,7 @@ def test_bad_arguments(tmp_path):
 def test_cli_writes_a_dataset(tmp_path):
     out = tmp_path / "mit"
     command = [sys.executable, "-m", "keras_emlnet.data.generate", "--dataset", "mit1003",
-               "--out", str(out), "--num_images", "2", "--image_size", "30,40", "--seed", "3"]
+               "--out", str(out), "--num_images", "2", "--image_size", "30x40", "--seed", "3"]
     subprocess.run(command, check=True, timeout=120, capture_output=True)
     assert len(os.listdir(out / "ALLSTIMULI")) == 2 and len(os.listdir(out / "ALLFIXATIONMAPS")) == 4
     assert json.loads((out / "config.json").read_text())["image_size"] == [30, 40]

@@ -51,7 +51,7 @@ def test_targets_match_independent_computation(generated_datasets, name):
         np.testing.assert_allclose(image, sample.image_model, atol=2e-3)
         rows, cols = np.nonzero(sample.fixation_original)
         np.testing.assert_array_equal(target[..., 1], geom.fixations_to_model(rows, cols))
-        density = geom.image_to_model(sample.density_original)
+        density = geom.image_to_model(sample.density_original, antialias=False)  # maps: no antialias
         np.testing.assert_allclose(target[..., 0], density / density.sum(), atol=1e-6)
 
 
@@ -64,11 +64,12 @@ def test_mit1003_is_padded_to_4_3(generated_datasets):
         assert geom == make_geometry(sample.density_original.shape, SIZE, "pad_to_4_3")
         top, _, left, _ = geom.padding
         sy, sx = geom.scale
-        # model rows/cols whose bilinear taps both fall in the padding band hold
+        # model rows/cols whose filter support lies in the padding band hold
         # black image and zero density (a fixation on the content's edge may
-        # round into such a pixel: that is its nearest model pixel)
-        band_rows = (np.arange(SIZE[0]) + 0.5) / sy - 0.5 < top - 1
-        band_cols = (np.arange(SIZE[1]) + 0.5) / sx - 0.5 < left - 1
+        # round into such a pixel: that is its nearest model pixel); images are
+        # antialiased, so their triangle filter reaches max(1/scale, 1) input pixels
+        band_rows = (np.arange(SIZE[0]) + 0.5) / sy + max(1 / sy, 1) <= top
+        band_cols = (np.arange(SIZE[1]) + 0.5) / sx + max(1 / sx, 1) <= left
         for band in (np.s_[band_rows], np.s_[:, band_cols]):
             assert np.all(image[band] == 0) and np.all(target[band][..., 0] == 0)
         padded_models += int(band_rows.any() or band_cols.any())

@@ -69,3 +69,17 @@ def test_csv_keeps_full_precision_and_json_has_null_for_nan(tmp_path):
     with open(paths["config"]) as f:
         assert json.load(f) == {"seed": 0}
     assert set(paths) == {"markdown", "csv", "json", "category_csv", "config"}
+
+
+def test_results_md_lists_the_samples_skip_bad_left_out(tmp_path):
+    summary = tables.summarize([r for r in _records() if r["row"] == "m"], ["m"])
+    paths = tables.write_results(str(tmp_path / "none"), summary, info={"skipped": {}})
+    with open(paths["markdown"]) as f:
+        assert "left out" not in f.read()
+    skipped = {f"data/img{i:03d}.jpg": "unreadable image" for i in range(tables.MAX_SKIPPED_LISTED + 2)}
+    paths = tables.write_results(str(tmp_path / "some"), summary, info={"skipped": skipped})
+    with open(paths["markdown"]) as f:
+        text = f.read()
+    assert f"{len(skipped)} bad sample(s) were left out (`--skip_bad`)" in text
+    assert "- `data/img000.jpg`: unreadable image" in text and "and 2 more" in text
+    assert "data/img051.jpg" not in text  # only the first MAX_SKIPPED_LISTED are listed

@@ -96,3 +96,22 @@ def test_keras_applications_h5_file_loads_as_weights_path(tmp_path):
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
     encoder = build_encoder("resnet50", weights=str(path), input_size=(32, 32))
     np.testing.assert_array_equal(encoder.get_layer("resnet50_conv1_conv").kernel.numpy(), kernel.numpy())
+
+
+def test_paper_backbones_default_to_their_pretrained_weights():
+    assert {name: spec.default_weights for name, spec in BACKBONES.items()} == {
+        "nasnet": "imagenet", "densenet161": "places365", "resnet50": "imagenet"}
+    assert all(spec.default_weights in spec.weight_sources for spec in BACKBONES.values())
+
+
+def test_missing_imagenet_weights_that_cannot_be_downloaded_name_the_expected_file(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- offline")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    expected = tmp_path / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with pytest.raises(FileNotFoundError, match=f"not at {expected}.*--weights none"):
+        BACKBONES["resnet50"].constructor((32, 32, 3), "imagenet")

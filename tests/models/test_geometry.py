@@ -138,6 +138,28 @@ def test_bilinear_resize_matches_tensorflow(size, rng):
     np.testing.assert_allclose(geometry.bilinear_resize(array, size), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(7, 9), (64, 80), (33, 17), (23, 10)])
+def test_antialiased_bilinear_resize_matches_tensorflow(size, rng):
+    array = rng.uniform(0, 1, (23, 31, 2)).astype(np.float32)
+    expected = tf.image.resize(array, size, method="bilinear", antialias=True).numpy()
+    np.testing.assert_allclose(geometry.bilinear_resize(array, size, antialias=True), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("original, size", [((108, 192), (48, 64)), ((77, 102), (48, 64)), ((30, 40), (48, 64))])
+def test_images_shrink_like_pil_bilinear(original, size, rng):
+    # The released code resizes PIL images (torchvision Resize -> PIL BILINEAR, which
+    # antialiases when shrinking). PIL rounds to uint8, so the bound is its rounding.
+    from PIL import Image
+
+    image = rng.integers(0, 256, original + (3,)).astype(np.uint8)  # noise: aliasing at its worst
+    pil = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BILINEAR), np.float32)
+    g = make_geometry(original, size, "resize")
+    assert np.abs(g.image_to_model(image) - pil).max() <= 1.0
+    assert np.abs(geometry.tf_image_to_model(image, size, "resize").numpy() - pil).max() <= 1.0
+    if original[0] > size[0]:  # without antialiasing, shrinking noise is far from PIL
+        assert np.abs(g.image_to_model(image, antialias=False) - pil).mean() > 10
+
+
 @pytest.mark.parametrize(
     "original, mode", [((37, 53), "resize"), ((50, 30), "pad_to_4_3"), ((20, 90), "pad_to_4_3")]
 )

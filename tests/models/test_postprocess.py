@@ -112,3 +112,11 @@ def test_tf_to_original_size_in_a_graph_with_dynamic_size(rng):
         result = convert(model_map, tf.constant(size, tf.int32)).numpy()
         assert result.shape == size + (1,)
         assert result.sum() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_paper_blur_is_5_px_at_480x640_scaled_with_the_height():
+    assert postprocess.paper_blur_sigma((480, 640)) == 5.0
+    assert postprocess.paper_blur_sigma((96, 128)) == pytest.approx(1.0)
+    assert postprocess.describe("minmax", 5.0, (480, 640)) == "Gaussian blur sigma 5 px at 480x640 (the paper's), minmax"
+    assert postprocess.describe("probability", 2.0, (480, 640)) == "Gaussian blur sigma 2 px at 480x640, probability"
+    assert postprocess.describe("minmax", None, (480, 640)) == "no blur, minmax"

@@ -114,3 +114,56 @@ def wait_for(predicate, *, timeout=30.0, interval=0.1):
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
+
+
+def png_bomb(height, width):
+    """A valid greyscale PNG of height x width black pixels, a few hundred KB (a decompression bomb).
+
+    Decoded as RGB it takes 3 x height x width bytes (1.2 GB at 20000 x 20000).
+    """
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    # All-zero rows: one block of rows is deflated once and repeated (after a
+    # full flush each copy is byte-identical), so a 20000 x 20000 bomb takes
+    # milliseconds to build; adler32 of n zero bytes is (n mod 65521) << 16 | 1.
+    row = b"\0" * (width + 1)  # filter byte + one byte per pixel
+    rows_per_block = max(1, min(height, (1 << 22) // len(row)))
+    full, rest = divmod(height, rows_per_block)
+    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = raw.compress(row * rows_per_block) + raw.flush(zlib.Z_FULL_FLUSH)
+    tail = raw.compress(row * rest) + raw.flush()
+    adler = ((len(row) * height) % 65521) << 16 | 1
+    stream = b"\x78\xda" + block * full + tail + struct.pack(">I", adler)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+
+
+def jpeg_with_orientation(image, orientation):
+    """JPEG bytes of `image` (uint8 RGB) with an EXIF orientation tag (stored as is, shown turned)."""
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def gif_animation_bomb(height, width, frames):
+    """A GIF of `frames` full frames (black / white alternating): ~4.7 KB a frame at 2000 x 2000,
+    3 x height x width bytes a frame once decoded."""
+    import io
+
+    from PIL import Image
+
+    black, white = Image.new("L", (width, height), 0), Image.new("L", (width, height), 255)
+    sequence = [black, white] * (frames // 2)
+    buffer = io.BytesIO()
+    sequence[0].save(buffer, format="GIF", save_all=True, append_images=sequence[1:], duration=10, optimize=False)
+    return buffer.getvalue()

@@ -139,3 +139,27 @@ def test_cli_over_grpc(served, image_files, tmp_path):
     grey = np.asarray(Image.open(out / "first_saliency.png"))
     want = visualize.map_to_uint8(model.predict_map(image_files["first.png"][1]))
     assert np.abs(grey.astype(int) - want).max() <= 1
+
+
+def test_bombs_are_skipped_from_their_header_and_exif_photos_sent_upright(served, tmp_path):
+    from keras_emlnet import image_files as images_module
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(helpers.png_bomb(20000, 20000))
+    with pytest.raises(images_module.ImageTooLargeError, match="bomb.png"):
+        client.load_image(str(bomb))
+    stored = helpers.distinct_images(1, seed=8, sizes=((30, 50),))[0]
+    rotated = tmp_path / "rotated.jpg"
+    rotated.write_bytes(helpers.jpeg_with_orientation(stored, 6))
+    rgb, data = client.load_image(str(rotated))
+    assert rgb.shape == (50, 30, 3) and data[:4] == b"\x89PNG"  # upright pixels, re-encoded
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+    # A lower --max_image_pixels skips an ordinary image; the run goes on and reports it.
+    config = client.ClientConfig(server=f"127.0.0.1:{served[1].grpc_port}", model_name=MODEL,
+                                 images=(str(bomb), str(rotated)), out=str(tmp_path / "out"))
+    written, failed = client.run_client(config)
+    assert list(written) == [str(rotated)] and "over the limit of 50,000,000" in failed[str(bomb)]
+    assert Image.open(written[str(rotated)][0]).size == (30, 50)
+    small = dict(config.__dict__, max_image_pixels=1000, out=str(tmp_path / "small"))
+    written, failed = client.run_client(client.ClientConfig(**small))
+    assert not written and "1,500 pixels" in failed[str(rotated)]

@@ -1,7 +1,8 @@
 """Runs a training CLI in a subprocess that can be SIGKILLed after n trained batches.
 
 A hard kill (no cleanup, no final save) is what resume must survive; the
-kill comes from EpochLogger's batch hook, so it lands at a known step.
+kill comes from the step counter's batch hook (every training run has one,
+whatever its --verbose), so it lands at a known step.
 """
 
 import os
@@ -16,11 +17,13 @@ from keras_emlnet.training import callbacks
 kill_at = int(os.environ.get("KILL_AT_BATCH", "0"))
 if kill_at:
     seen = []
+    count_step = callbacks.StepCounter.on_train_batch_end
     def die(self, batch, logs=None):
+        count_step(self, batch, logs)
         seen.append(batch)
         if len(seen) == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-    callbacks.EpochLogger.on_train_batch_end = die
+    callbacks.StepCounter.on_train_batch_end = die
 cli = importlib.import_module({module!r})
 cli.define_flags()
 app.run(cli.main)

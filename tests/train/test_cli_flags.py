@@ -22,21 +22,26 @@ REPO = REPO_ROOT
 # CLI module -> flags its issue (4-9) or usage line documents.
 DOCUMENTED = {
     "keras_emlnet.convert_places365": set(),  # positional: CHECKPOINT.pth.tar OUT.weights.h5
+    "keras_emlnet.convert_released": {"imagenet", "places", "decoder", "out", "encoders_dir"},  # issue 14
     "keras_emlnet.data.generate": {"dataset", "out", "num_images"},
     "keras_emlnet.data.to_tfrecord": {"dataset", "data_dir", "split", "out", "num_shards"},
     "train.encoder": {"backbone", "data_dir", "dataset", "weights", "workdir", "learning_rate", "mixed_precision",
-                      "strategy", "distribution", "input_size", "max_steps"},
-    "train.decoder": {"encoders", "data_dir", "dataset", "workdir"},
-    "train.finetune": {"dataset", "from", "data_dir", "workdir"},
+                      "strategy", "distribution", "input_size", "max_steps", "verbose"},
+    "train.decoder": {"encoders", "data_dir", "dataset", "workdir", "verbose"},
+    "train.finetune": {"dataset", "from", "data_dir", "workdir", "verbose"},
+    "train.paper": {"data_dir", "workdir", "experiments", "smoke"},  # issue 15
     "train.evaluate": {"model", "data_dir", "dataset", "split", "baseline_maps", "out", "batch_size", "seed",
-                       "skip_bad"},
-    "serving.export": {"model", "export_base", "version"},
+                       "skip_bad", "verbose", "report"},
+    "serving.export": {"model", "export_base", "version", "verbose"},
     "serving.server": {"model_base_path", "model_name", "grpc_port", "rest_port", "enable_batching",
-                       "batching_parameters_file", "host"},
+                       "batching_parameters_file", "host", "file_system_poll_wait_seconds",
+                       # tensorflow_model_server's names (issue 18)
+                       "port", "rest_api_port", "model_config_file"},
     "serving.client": {"server", "model_name", "out", "rest"},
     "serving.batch_score": {"model", "images", "out", "format", "overlays", "precision", "shard_index",
-                            "num_shards", "batch_size"},
-    "train.demo": {"out", "input_size", "encoder_steps", "decoder_steps"},  # its usage lines
+                            "num_shards", "batch_size", "verbose"},
+    "serving.beam_score": {"model", "images", "out", "format", "overlays", "precision", "batch_size"},
+    "train.demo": {"out", "input_size", "encoder_steps", "decoder_steps", "verbose"},  # its usage lines
 }
 # The training CLIs: their shared flags are train.flags_common's.
 TRAINING = ("train.encoder", "train.decoder", "train.finetune")
@@ -123,7 +128,12 @@ def test_training_clis_share_the_training_flags_and_mark_theirs_required(report,
               "learning_rate", "lr_decay_epochs", "mixed_precision", "strategy", "distribution", "max_steps"}
     assert shared <= set(entry["flags"])
     defaults = {flag: values["default"] for flag, values in entry["flags"].items()}
-    assert defaults["dataset"] == "salicon" and defaults["batch_size"] is None  # None: the recipe's value
+    assert defaults["batch_size"] is None  # None: the recipe's value
+    if name == "train.finetune":  # required: its help must not show a default it rejects (salicon)
+        assert defaults["dataset"] is None and "--dataset must have a value" in entry["required_error"]
+        assert "salicon" not in entry["flags"]["dataset"]["help"]
+    else:
+        assert defaults["dataset"] == "salicon"
     # Listed by `python -m <cli> --help` as the CLI's own, though defined in train.flags_common.
     assert shared <= set(entry["key_flags"])
     for flag in ("data_dir", "workdir"):
@@ -153,7 +163,7 @@ def test_batch_score_and_the_serving_clis_keep_their_defaults(report):
     assert defaults["serving.export"]["seed"] == 0
     assert (defaults["serving.server"]["host"], defaults["serving.server"]["grpc_port"]) == ("127.0.0.1", 8500)
     required = {"serving.batch_score": ("model", "images", "out"), "serving.export": ("model", "export_base"),
-                "serving.server": ("model_base_path",), "serving.client": ("out",),
+                "serving.client": ("out",),
                 "keras_emlnet.data.generate": ("dataset", "out", "num_images")}
     for name, names in required.items():
         for flag in names:

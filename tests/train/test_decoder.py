@@ -147,10 +147,12 @@ def test_cli_with_three_encoders_is_killed_and_resumes(encoder_paths, generated_
     with open(workdir / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(row["epoch"]) for row in rows] == [0, 1]
-    np.testing.assert_allclose([float(row["learning_rate"]) for row in rows], [0.1, 0.01], rtol=1e-6)
+    np.testing.assert_allclose([float(row["learning_rate"]) for row in rows], [0.01, 0.001], rtol=1e-6)
 
     model = keras.saving.load_model(workdir / "emlnet.keras")
     assert model.output_mode == "log_density"
+    # unset --blur_sigma: the paper's blur (5 px at 480x640) scaled to the 32-row model
+    assert model.blur_sigma == pytest.approx(5.0 * 32 / 480) and config["run"]["blur_sigma"] == model.blur_sigma
     prefixes = [name.split("_tap_")[0] for name in model.extractor.output]
     assert prefixes == ["tiny_a"] * 3 + ["tiny_b"] * 3 + ["tiny_c"] * 3
     assert model.decoder.count_params() == 3 * (8 + 12 + 16) + 9

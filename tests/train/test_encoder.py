@@ -10,6 +10,7 @@ unmodified module with `resnet50`.
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,10 @@ def test_killed_run_resumes_with_the_same_command(salicon_dir, tmp_path):
     resumed = run_cli(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from epoch 1" in resumed.stderr
+    # Not a terminal: --verbose auto is Keras's one line per epoch (no animated bar), shown one way only.
+    assert re.search(r"^2/2 - \d+s - .*loss: [\d.]+ .*val_loss: [\d.]+", resumed.stdout, re.M), resumed.stdout
+    assert "\r" not in resumed.stdout and "\b" not in resumed.stdout
+    assert "epoch 1: " not in resumed.stderr  # no EpochLogger line beside Keras's
     recorded = json.loads((workdir / "config.json").read_text())
     assert recorded["runtime"]["resumed_from_epoch"] == 1 and recorded["runtime"]["resumed_from_step"] == 2
     assert recorded["train"]["input_size"] == [32, 48] and recorded["train"]["lr_decay_epochs"] == [1]
@@ -126,7 +131,7 @@ def test_resnet50_smoke_run_through_the_module(salicon_dir, tmp_path):
     workdir = tmp_path / "resnet50"
     args = ["--backbone", "resnet50", "--data_dir", str(salicon_dir), "--workdir", str(workdir),
             "--input_size", "64x64", "--batch_size", "2", "--epochs", "1", "--max_steps", "1",
-            "--mixed_precision", "bfloat16"]
+            "--mixed_precision", "bfloat16", "--weights", "none"]  # offline: no ImageNet file
     result = subprocess.run([sys.executable, "-m", "train.encoder", *args], capture_output=True, text=True,
                             timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -52,7 +52,7 @@ def cli_run(cat2000, model_path, published_maps, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("eval"))
     command = [sys.executable, "-m", "train.evaluate", f"--model={model_path}", f"--data_dir={cat2000}",
                "--dataset=cat2000", "--split=all", f"--baseline_maps={published_maps}",
-               "--baseline_name=published", f"--out={out}", "--seed=7", "--progress=0"]
+               "--baseline_name=published", f"--out={out}", "--seed=7", "--progress=0", "--report"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
@@ -69,6 +69,21 @@ def test_cli_prints_and_writes_the_table_in_paper_column_order(cli_run):
     assert [r[0] for r in rows[1:]] == ["emlnet", "center bias", "published"]
     with open(os.path.join(out, "results.md")) as f:
         assert f.readline().strip() == "| model | " + " | ".join(HEADERS) + " |"
+
+
+def test_cli_report_sits_beside_results_md_with_a_gallery_per_category(cli_run):
+    import re
+
+    out, _ = cli_run
+    with open(os.path.join(out, "report.html"), encoding="utf-8") as f:
+        page = f.read()
+    # generated CAT2000 with 2 categories: each its own section, the folder baseline as the third panel
+    sections = re.findall(r"<h3>([^<]+)</h3>", page)
+    assert len(sections) == 2 and all(s.endswith(": best and worst by NSS") for s in sections)
+    assert "<h2>Per category</h2>" in page
+    captions = re.findall(r"<figcaption>([^<·]+)", page)
+    assert captions[:4] == ["photo", "ground truth", "emlnet ", "published "]
+    assert page.count("<img src=\"data:image/jpeg;base64,") == len(captions)
 
 
 def test_cli_numbers_equal_the_library_run(cli_run, cat2000, model_path, published_maps):
@@ -113,3 +128,37 @@ def test_config_records_what_was_run(cli_run, model_path, cat2000):
     assert config["seed"] == 7 and config["shuffled_others"] == 10
     assert config["rows"] == ["emlnet", "center bias", "published"]
     assert config["input_size"] == [24, 32] and config["output_mode"] == "minmax"
+
+
+def test_bad_sample_without_skip_bad_is_one_line_naming_the_file_and_the_fix(cat2000, model_path, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(cat2000, data)
+    bad = next(str(p) for p in sorted(data.rglob("*.jpg")))
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    command = [sys.executable, "-m", "train.evaluate", f"--model={model_path}", f"--data_dir={data}",
+               "--dataset=cat2000", "--split=all", f"--out={tmp_path / 'eval'}", "--progress=0"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("train.evaluate:")]
+    assert bad in line and "--skip_bad" in line
+    result = subprocess.run(command + ["--skip_bad"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "eval" / "results.md") as f:
+        text = f.read()
+    assert "1 bad sample(s) were left out" in text and bad in text
+
+
+def test_tables_say_which_post_processing_produced_each_row(cli_run):
+    out, stdout = cli_run
+    expected = {"emlnet": "no blur, minmax", "center bias": "none (a centred Gaussian, not a model)",
+                "published": "maps as read from the folder"}
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["postprocessing"] == expected
+    with open(os.path.join(out, "results.md")) as f:
+        markdown = f.read()
+    for row, description in expected.items():
+        assert f"- {row}: {description}\n" in markdown and f"- {row}: {description}" in stdout

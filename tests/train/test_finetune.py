@@ -100,6 +100,8 @@ def test_cli_fine_tunes_encoders_then_the_warm_started_decoder(source_run, gener
     source_model = keras.saving.load_model(os.path.join(workdir, "emlnet.keras"), compile=False)
     assert final.resize_mode == "pad_to_4_3"  # MIT1003: pad to 4:3, then resize
     assert final.output_mode == "probability" and tuple(final.input_size) == INPUT_SIZE
+    assert source_model.blur_sigma is None  # the source had none: unset --blur_sigma is the paper's, not the source's
+    assert final.blur_sigma == pytest.approx(5.0 * INPUT_SIZE[0] / 480)
     for tuned, original in zip(final.decoder.get_weights(), source_model.decoder.get_weights()):
         np.testing.assert_allclose(tuned, original, atol=1e-6)
 

@@ -77,3 +77,13 @@ def test_strategy_flag_sets_the_distribution(flag_values, flag):
     assert config == dataclasses.replace(RECIPE, distribution="multi_worker")
     with pytest.raises(flags.IllegalFlagValueError):
         flag_values(flag, "tpu")
+
+
+@pytest.mark.parametrize("verbose, epoch_logger", [("0", True), ("1", False), ("2", False)])
+def test_training_progress_shows_each_epoch_one_way(flag_values, verbose, epoch_logger):
+    # 1 and 2 are Keras's own output (bar / line per epoch); 0 falls back to one absl line per epoch.
+    from keras_emlnet.training.callbacks import EpochLogger
+
+    fit_verbose, callbacks = flags_common.training_progress(flag_values("--verbose", verbose))
+    assert fit_verbose == int(verbose)
+    assert [type(c) for c in callbacks] == ([EpochLogger] if epoch_logger else [])

@@ -49,7 +49,8 @@ def test_trains_saves_and_resumes_without_the_weights_file(salicon_dir, backbone
     recorded = json.loads((workdir / "config.json").read_text())
     assert recorded["run"] == {
         "stage": "encoder", "backbone": "tiny", "weights": str(backbone_weights), "dataset": "salicon",
-        "data_dir": str(salicon_dir), "skip_bad": False, "loss": "EMLLoss", "metrics": ["NSS", "CC", "KLD", "SIM"],
+        "data_dir": str(salicon_dir), "skip_bad": False, "batchnorm_momentum": 0.9, "loss": "EMLLoss",
+        "metrics": ["NSS", "CC", "KLD", "SIM"],
     }
     encoder = keras.saving.load_model(first.final_model_path)
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 48, 3)).astype("float32")
@@ -93,3 +94,31 @@ def test_resumed_run_trains_on_the_epochs_an_uninterrupted_run_sees(salicon_dir,
     assert resumed.initial_epoch == 1 and resumed.steps == whole.steps == 6
     for ours, theirs in zip(resumed.model.weights, whole.model.weights, strict=True):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-6, err_msg=ours.path)
+
+
+def _input_batchnorm_backbone(input_shape, weights):
+    """A backbone whose first layer is BatchNorm over the (unpreprocessed) image, then the tiny convs."""
+    del weights
+    inputs = keras.Input(input_shape)
+    x = keras.layers.BatchNormalization(name="input_bn")(inputs)
+    tiny = testing.tiny_backbone_spec("tiny").constructor(input_shape, None)
+    return keras.Model(inputs, tiny(x), name="bn_backbone")
+
+
+def test_batchnorm_moves_with_pytorchs_momentum(salicon_dir, tmp_path):
+    # One step on all 4 train images (batch 4): the input BN's moving mean starts at 0
+    # and becomes (1 - momentum) x the batch mean of the images; a horizontal flip
+    # does not change a channel mean, so the batch mean is the train split's mean.
+    from keras_emlnet.data import iter_eval_samples
+
+    spec = dataclasses.replace(testing.tiny_backbone_spec("tiny"), name="bntiny", constructor=_input_batchnorm_backbone,
+                               preprocessing="none", taps=(testing.tiny_backbone_spec("tiny").taps[-1],))
+    config = dataclasses.replace(CONFIG, batch_size=4, max_steps=1)
+    result = encoder_stage.train_encoder(spec, "salicon", str(salicon_dir), config, str(tmp_path / "run"))
+    images = np.stack([s.image_model for s in iter_eval_samples("salicon", str(salicon_dir), "train",
+                                                                 input_size=config.input_size)])
+    batch_mean = images.reshape(-1, 3).mean(axis=0)
+    bn = [layer for layer in result.model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {layer.momentum for layer in bn} == {encoder_stage.BATCHNORM_MOMENTUM} == {0.9}  # every BN layer
+    bn = [layer for layer in bn if layer.name == "bntiny_input_bn"]
+    np.testing.assert_allclose(bn[0].moving_mean.numpy(), 0.1 * batch_mean, rtol=1e-4)

@@ -212,3 +212,34 @@ def test_mirrored_strategy_matches_the_default_strategy(finished, tmp_path):
     result = run_fit(tmp_path, dataclasses.replace(CONFIG, distribution="mirrored"))
     assert json.loads((tmp_path / "config.json").read_text())["runtime"]["strategy"] == "MirroredStrategy"
     assert max_weight_difference(result.model, reference.model) < 1e-6
+
+
+def test_kill_between_history_row_and_backup_leaves_no_duplicate_row_or_temp_file(tmp_path, monkeypatch):
+    import subprocess
+
+    from keras_emlnet import atomic_files
+    from keras_emlnet.training import callbacks as training_callbacks
+
+    workdir = tmp_path / "killed"
+    original = training_callbacks.ModelSnapshots.on_epoch_end
+
+    def dies_in_epoch_1(self, epoch, logs=None):  # after CSVLogger wrote epoch 1's row, before its backup
+        if epoch == 1:
+            raise KeyboardInterrupt
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(training_callbacks.ModelSnapshots, "on_epoch_end", dies_in_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(workdir)
+    monkeypatch.setattr(training_callbacks.ModelSnapshots, "on_epoch_end", original)
+    assert [int(row["epoch"]) for row in history_rows(workdir)] == [0, 1]
+    # What a SIGKILL mid-write leaves: an empty temporary of a process that is gone.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    prefix = atomic_files.temp_prefix().replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    stale = workdir / "backup" / f"{prefix}x.weights.h5"
+    stale.write_bytes(b"")
+    resumed = run_fit(workdir)
+    assert resumed.initial_epoch == 1
+    assert [int(row["epoch"]) for row in history_rows(workdir)] == [0, 1, 2]
+    assert not stale.exists()

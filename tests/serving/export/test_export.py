@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import types
 
 import numpy as np
@@ -26,7 +27,7 @@ def cli_export(tmp_path_factory):
 
     return types.SimpleNamespace(
         model=load_keras_model(model_path), model_path=model_path,
-        export_base=str(export_base), version_dir=str(export_base / "3"),
+        export_base=str(export_base), version_dir=str(export_base / "3"), log=result.stderr,
     )
 
 
@@ -60,6 +61,17 @@ def test_cli_writes_the_tf_serving_layout_and_config(cli_export):
     for signature in config["signatures"].values():
         assert set(signature["outputs"]) == {"saliency", "height", "width"}
     assert config["parity"]["max_relative_diff"] <= config["parity"]["tolerance"]
+
+
+def test_cli_logs_each_stage_with_its_seconds(cli_export):
+    # --verbose defaults to auto: every stage is logged as it starts and as it ends, in order.
+    stages = ["loading", "saving the SavedModel", "writing the warmup requests",
+              "reloading the SavedModel and checking it", "publishing version 3"]
+    starts = [cli_export.log.find(f"] {name}") for name in stages]
+    assert all(start >= 0 for start in starts), cli_export.log[-3000:]
+    assert starts == sorted(starts)
+    for name in stages:
+        assert re.search(rf"\] {re.escape(name)}.*: \d+\.\d s \(total \d+\.\d s\)", cli_export.log), name
 
 
 def test_loaded_object_exposes_model_attributes(loaded):
@@ -181,8 +193,11 @@ def test_failed_check_publishes_nothing(cli_export, tmp_path, monkeypatch):
     monkeypatch.setattr(tf.saved_model, "save", fake_save)
     monkeypatch.setattr(export_checks, "check_parity", failing_check)
     config = ExportConfig(model="<in memory>", export_base=str(tmp_path), version=1)
+    messages = []
     with pytest.raises(export_checks.ExportParityError, match="injected"):
-        export_saliency_model(cli_export.model, config)
+        export_saliency_model(cli_export.model, config, log=messages.append)
+    assert re.fullmatch(r"reloading the SavedModel .*: failed after \d+\.\d s", messages[-1])
+    assert not any("publishing" in message for message in messages)
     assert os.path.basename(written[0]).startswith(".tmp-1-")  # it was written beside, not as "1"
     assert os.listdir(tmp_path) == []  # neither version 1 nor the temporary folder
 
