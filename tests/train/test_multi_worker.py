@@ -31,7 +31,7 @@ _weights_out = os.environ.get("WEIGHTS_OUT")
 if _weights_out:  # each process's final weights, for the test to compare
     def _dump(self, logs=None):
         np.savez(_weights_out, *[np.asarray(w) for w in self.model.get_weights()])
-    callbacks.EpochLogger.on_train_end = _dump
+    callbacks.StepCounter.on_train_end = _dump  # every training run has a StepCounter
 """
 INPUT = "32x48"
 COMMON = ["--dataset", "salicon", "--input_size", INPUT, "--batch_size", "4", "--epochs", "2",
@@ -117,7 +117,10 @@ def check_two_workers_match_one_process(module, args, tmp_path, final_file):
     assert len(chief) == len(alone)
     for a, b, ref in zip(chief, other, alone):
         np.testing.assert_array_equal(a, b)  # the workers hold one model
-        np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-6)  # = one process on the same global batches
+        # = one process on the same global batches, to float32 rounding: synchronized BatchNorm's
+        # moments are E[x^2] - E[x]^2 over the replicas (Keras), the one device's a two-pass mean
+        # (differences ~5e-6 after 4 steps; per-replica BN statistics differed by ~2.5e-2).
+        np.testing.assert_allclose(a, ref, rtol=1e-4, atol=2e-5)
     # Only the chief wrote the run folder (the same files as the one-process run);
     # the other worker's scratch copies are gone.
     assert sorted(os.listdir(workdir)) == sorted(os.listdir(reference))
