@@ -39,8 +39,8 @@ bench: $(STAMP)
 # Every benchmark at a small size (tiny test backbones, small maps, few requests): checks they run, a few
 # minutes on a CPU; its figures say nothing about full-size speed.
 bench-smoke: $(STAMP)
-	$(PY) benchmarks/data_throughput.py --backbone tiny --num_images 16 --image_size 48x64 --input_size 48x64 \
-	    --batch_size 4 --pipeline_epochs 2 --train_steps 2
+	$(PY) benchmarks/data_throughput.py --num_images 16 --image_size 120x160 --input_size 96x128 --batch_size 4 \
+	    --rounds 1
 	$(PY) benchmarks/encoder_learning_rate.py --backbone tiny --input_size 48x64 --num_images 16 --epochs 2 \
 	    --batch_size 4 --decay_epoch 1
 	$(PY) benchmarks/encoder_memory.py --encoder tiny --joint tiny,tiny --input_size 48x64 --steps 1 \

@@ -71,9 +71,10 @@ def define_training_flags(flag_values=flags.FLAGS, *, dataset_default="salicon",
                        flag_values=flag_values)
     flags.DEFINE_enum("mixed_precision", None, ["bfloat16", "float16"], "Mixed-precision compute dtype "
                       "(variables and loss stay float32); unset: float32.", flag_values=flag_values)
-    flags.DEFINE_enum("distribution", None, ["mirrored", "multi_worker"], "tf.distribute strategy: all local "
-                      "GPUs (mirrored) or a TF_CONFIG cluster (multi_worker); unset: one device.",
-                      flag_values=flag_values)
+    flags.DEFINE_enum("strategy", None, ["mirrored", "multi_worker"], "tf.distribute strategy: all local "
+                      "GPUs (mirrored) or the TF_CONFIG cluster's workers (multi_worker: start the same command "
+                      "on every worker); unset: one device. --distribution is an alias.", flag_values=flag_values)
+    flags.DEFINE_alias("distribution", "strategy", flag_values=flag_values)
     flags.DEFINE_string("input_size", None, f"Model input size HxW, e.g. 480x640 ({_RECIPE}).",
                         flag_values=flag_values)
     flags.DEFINE_integer("max_steps", None, "Stop after this many optimizer steps in all (smoke runs).",
@@ -114,6 +115,8 @@ def train_config_from_flags(recipe, flag_values=flags.FLAGS):
             overrides["lr_decay_epochs"] = tuple(int(epoch) for epoch in decay if epoch.strip())
         except ValueError:
             raise cli.FlagError(f"--lr_decay_epochs must be comma-separated integers, got {decay!r}") from None
+    if flag_values["strategy"].value is not None:  # TrainConfig.distribution
+        overrides["distribution"] = flag_values["strategy"].value
     if flag_values["input_size"].value is not None:
         overrides["input_size"] = cli.parse_size(flag_values["input_size"].value, "input_size")
     return cli.config_from_flags(type(recipe), flag_values, base=recipe, overrides=overrides)

@@ -257,6 +257,33 @@ def tf_map_to_original(saliency_map, original_size, mode):
     )
 
 
+
+def tf_fixations_to_model(rows, cols, original_size, input_size, mode):
+    """Binary (H, W) float32 model-frame map of original-frame fixation pixels, in the graph.
+
+    The same points as `Geometry.fixations_to_model`: each (row, col) mapped
+    exactly in float64 and rounded half to even (`np.rint`) to its model
+    pixel. `rows`, `cols` and `original_size` may be dynamic tensors.
+    """
+    import tensorflow as tf
+
+    _check_mode(mode)
+    height, width = (int(v) for v in input_size)
+    original_size = tf.cast(original_size, tf.int32)
+    if mode == PAD_TO_4_3:
+        (ph, pw), (top, left) = _tf_padding(original_size, tf.constant([height, width], tf.int32))
+    else:
+        (ph, pw), (top, left) = (original_size[0], original_size[1]), (0, 0)
+
+    def to_model(points, offset, padded, size):
+        scale = tf.constant(size, tf.float64) / tf.cast(padded, tf.float64)
+        position = (tf.cast(points, tf.float64) + tf.cast(offset, tf.float64) + 0.5) * scale - 0.5
+        return tf.clip_by_value(tf.cast(tf.round(position), tf.int64), 0, size - 1)
+
+    indices = tf.stack([to_model(rows, top, ph, height), to_model(cols, left, pw, width)], axis=-1)
+    hits = tf.scatter_nd(indices, tf.ones(tf.shape(indices)[:1], tf.float32), [height, width])
+    return tf.minimum(hits, 1.0)
+
 def _check_mode(mode):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

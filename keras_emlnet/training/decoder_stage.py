@@ -24,6 +24,7 @@ from keras_emlnet.data.pipeline import get_reader
 from keras_emlnet.models import postprocess
 from keras_emlnet.models.emlnet import EMLNet, build_emlnet
 from keras_emlnet.models.saving import load_model
+from keras_emlnet.training import runtime
 from keras_emlnet.training.config import TrainConfig
 from keras_emlnet.training.fit import SALIENCY_METRICS, fit_saliency_model
 
@@ -138,6 +139,7 @@ def train_decoder(encoder_paths, dataset, data_dir, config, workdir, *, output_m
         encoders = load_encoders(encoder_paths, input_size=config.input_size)
         return build_stage_emlnet(encoders, resize_mode=resize_mode, seed=config.seed).training_model()
 
+    runtime.make_strategy(config.distribution)  # a multi-worker strategy must come before any TF work
     train_data, val_data = data_lib.build_train_val(dataset, data_dir, config, skip_bad=skip_bad)
     run_settings = {
         "stage": "decoder",
@@ -172,8 +174,9 @@ def fit_decoder(model_fn, train_data, val_data, config, workdir, *, run_settings
     """
     result = fit_saliency_model(model_fn, train_data, val_data, config, workdir, run_settings=run_settings,
                                 final_model_name=EMLNET_FILE, callbacks=callbacks, verbose=verbose)
-    save_inference_model(result.final_model_path, resize_mode=resize_mode, output_mode=output_mode,
-                         blur_sigma=blur_sigma)
+    if result.is_chief:  # the other workers of a multi-worker run leave the run folder to the chief
+        save_inference_model(result.final_model_path, resize_mode=resize_mode, output_mode=output_mode,
+                             blur_sigma=blur_sigma)
     return result
 
 

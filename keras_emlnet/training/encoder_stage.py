@@ -14,6 +14,7 @@ from keras_emlnet import atomic_files
 from keras_emlnet import data as data_lib
 from keras_emlnet.models.backbones import get_backbone
 from keras_emlnet.models.encoder import build_encoder
+from keras_emlnet.training import runtime
 from keras_emlnet.training.config import TrainConfig
 from keras_emlnet.training.fit import SALIENCY_METRICS, check_resumable, fit_saliency_model
 
@@ -116,11 +117,12 @@ def train_encoder(backbone, dataset, data_dir, config, workdir, *, weights=PRETR
         "metrics": [metric.__name__ for metric in SALIENCY_METRICS],
     }
     check_resumable(workdir, config, run_settings)  # before reading any data
+    runtime.make_strategy(config.distribution)  # a multi-worker strategy must come before any TF work
     report = data_lib.BadDataReport()
     train_data, val_data = data_lib.build_train_val(dataset, data_dir, config, skip_bad=skip_bad, report=report)
     result = fit_saliency_model(model_fn, train_data, val_data, config, workdir, run_settings=run_settings,
                                 final_model_name=ENCODER_FILE, callbacks=callbacks, verbose=verbose)
-    if report.count:
+    if report.count and result.is_chief:
         # Next to the model: which files this run left out, and why.
         atomic_files.write_json_atomic(os.path.join(workdir, BAD_SAMPLES_FILE), report.problems)
     return result

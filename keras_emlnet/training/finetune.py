@@ -39,6 +39,7 @@ from keras_emlnet.models.extractor import encoder_prefix
 from keras_emlnet.models.saving import load_model
 from keras_emlnet.training import decoder_stage
 from keras_emlnet.training import encoder_stage
+from keras_emlnet.training import runtime
 from keras_emlnet.training.fit import fit_saliency_model
 
 FINETUNE_DATASETS = ("mit1003", "cat2000")
@@ -131,6 +132,7 @@ def finetune(dataset, source_workdir, data_dir, workdir, *, encoder_config, deco
         The decoder stage's `FitResult` (final_model_path:
         `<workdir>/emlnet.keras`).
     """
+    runtime.make_strategy(encoder_config.distribution)  # a multi-worker strategy must come before any TF work
     plan = protocol(dataset)
     source = read_source_run(source_workdir)
     if blur_sigma != SOURCE_BLUR:
@@ -163,6 +165,7 @@ class _DataFactory:
         self.dataset, self.data_dir, self.skip_bad = dataset, data_dir, skip_bad
 
     def __call__(self, config):
+        runtime.make_strategy(config.distribution)  # a multi-worker strategy must come before any TF work
         return data_lib.build_train_val(self.dataset, self.data_dir, config, skip_bad=self.skip_bad)
 
     def settings(self):

@@ -58,6 +58,8 @@ class FitResult:
         initial_epoch: the epoch this call started from (> 0 when resumed).
         steps: batches trained in the whole run so far.
         history: {log name: per-epoch values} of the epochs this call ran.
+        is_chief: False on the non-chief workers of a multi-worker run, which
+            must not write the run folder (the stages skip their own outputs).
     """
 
     model: Any
@@ -65,6 +67,7 @@ class FitResult:
     initial_epoch: int
     steps: int
     history: dict
+    is_chief: bool = True
 
 
 def make_optimizer(config):
@@ -180,8 +183,10 @@ def fit(
             atomic_files.remove_stale_temp_files(folder)  # left by a run killed mid-write
         with strategy.scope():
             model = model_fn()
+            if strategy.num_replicas_in_sync > 1:
+                runtime.synchronize_batch_norm(model)  # batch statistics of the global batch, as on one device
             model.compile(optimizer=make_optimizer(config), loss=loss, metrics=[make() for make in metrics])
-            start = training_callbacks.restore_backup(model, os.path.join(out_dir, "backup"))
+            start = training_callbacks.restore_backup(model, runtime.backup_dir(workdir))
         start = start or training_callbacks.BackupState(epoch=0, step=0)
         atomic_files.write_json_atomic(
             os.path.join(out_dir, "config.json"),
@@ -198,13 +203,15 @@ def fit(
         if not done:
             # Rows of epochs about to be trained again (a kill after CSVLogger, before the backup).
             training_callbacks.trim_history(os.path.join(out_dir, "history.csv"), start.epoch)
-            train_data = _training_data(train_data, config)
+            if config.distribution == "multi_worker":
+                runtime.build_for_multi_worker(model, train_data)
+            train_data, steps_per_epoch = _training_data(train_data, config, start)
             history = model.fit(
                 train_data,
                 validation_data=None if val_data is None else runtime.distribute_dataset(val_data, config.distribution),
                 epochs=config.epochs,
                 initial_epoch=start.epoch,
-                steps_per_epoch=config.steps_per_epoch,
+                steps_per_epoch=steps_per_epoch,
                 validation_steps=config.validation_steps,
                 callbacks=_callbacks(config, out_dir, val_data is not None, steps, callbacks),
                 shuffle=False,  # tf.data input: the pipeline shuffles (seeded)
@@ -214,8 +221,12 @@ def fit(
     final_path = os.path.join(out_dir, final_model_name)
     with atomic_files.atomic_path(final_path) as tmp:
         final.save(tmp)
+    if out_dir != workdir:  # a non-chief worker: its copy of the outputs was scratch
+        runtime.remove_worker_dir(out_dir, workdir)
+        final_path = os.path.join(workdir, final_model_name)
     return FitResult(
-        model=model, final_model_path=final_path, initial_epoch=start.epoch, steps=steps.steps, history=history
+        model=model, final_model_path=final_path, initial_epoch=start.epoch, steps=steps.steps, history=history,
+        is_chief=out_dir == workdir,
     )
 
 
@@ -249,10 +260,25 @@ def fit_saliency_model(model_fn, train_data, val_data, config, workdir, *, run_s
     )
 
 
-def _training_data(dataset, config):
+def _training_data(dataset, config, start):
+    """(dataset, steps_per_epoch) for Model.fit, continuing the run's data order from `start`.
+
+    A `build_dataset(training=True)` dataset carries `epoch_stream`: epochs
+    whose order is a function of (seed, epoch), entered `start.step` batches
+    in, so a resumed run sees what an uninterrupted one would have. Keras
+    keeps one iterator over it across epochs (steps_per_epoch is set: one
+    pass of the data, or the config's). Other datasets are iterated afresh
+    each epoch (repeated when the config fixes the epoch length).
+    """
+    stream = getattr(dataset, "epoch_stream", None)
+    if stream is not None:
+        steps = config.steps_per_epoch or dataset.batches_per_epoch
+        return runtime.distribute_dataset(stream(start.step), config.distribution), steps
     dataset = runtime.distribute_dataset(dataset, config.distribution)
     # With a fixed epoch length the data must not run out mid-epoch.
-    return dataset.repeat() if config.steps_per_epoch is not None else dataset
+    if config.steps_per_epoch is not None:
+        return dataset.repeat(), config.steps_per_epoch
+    return dataset, None
 
 
 def _callbacks(config, out_dir, has_validation, step_counter, extra):

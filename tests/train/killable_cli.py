@@ -42,3 +42,20 @@ def run_cli(module, args, *, kill_at_batch=0, setup=""):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KILL_AT_BATCH": str(kill_at_batch)}
     code = _WRAPPER.format(setup=setup, module=module)
     return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def start_cli(module, args, *, kill_at_batch=0, setup="", env=None, log_path=None):
+    """Starts CLI `module` like `run_cli` but returns the running subprocess.Popen.
+
+    Args:
+        env: extra environment variables (e.g. TF_CONFIG for one worker of a cluster).
+        log_path: file receiving the child's stdout and stderr (default: discarded).
+    """
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KILL_AT_BATCH": str(kill_at_batch), **(env or {})}
+    code = _WRAPPER.format(setup=setup, module=module)
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, *args], env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        if log_path:
+            log.close()

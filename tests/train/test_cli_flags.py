@@ -24,8 +24,9 @@ DOCUMENTED = {
     "keras_emlnet.convert_places365": set(),  # positional: CHECKPOINT.pth.tar OUT.weights.h5
     "keras_emlnet.convert_released": {"imagenet", "places", "decoder", "out", "encoders_dir"},  # issue 14
     "keras_emlnet.data.generate": {"dataset", "out", "num_images"},
+    "keras_emlnet.data.to_tfrecord": {"dataset", "data_dir", "split", "out", "num_shards"},
     "train.encoder": {"backbone", "data_dir", "dataset", "weights", "workdir", "learning_rate", "mixed_precision",
-                      "distribution", "input_size", "max_steps", "verbose"},
+                      "strategy", "distribution", "input_size", "max_steps", "verbose"},
     "train.decoder": {"encoders", "data_dir", "dataset", "workdir", "verbose"},
     "train.finetune": {"dataset", "from", "data_dir", "workdir", "verbose"},
     "train.paper": {"data_dir", "workdir", "experiments", "smoke"},  # issue 15
@@ -124,7 +125,7 @@ def test_no_cli_nor_shared_flag_module_defines_flags_at_import(report):
 def test_training_clis_share_the_training_flags_and_mark_theirs_required(report, name):
     entry = report[name]
     shared = {"data_dir", "dataset", "skip_bad", "batch_size", "seed", "workdir", "input_size", "epochs",
-              "learning_rate", "lr_decay_epochs", "mixed_precision", "distribution", "max_steps"}
+              "learning_rate", "lr_decay_epochs", "mixed_precision", "strategy", "distribution", "max_steps"}
     assert shared <= set(entry["flags"])
     defaults = {flag: values["default"] for flag, values in entry["flags"].items()}
     assert defaults["batch_size"] is None  # None: the recipe's value

@@ -71,6 +71,14 @@ def test_rejected_values_are_usage_errors_naming_the_flag_as_typed(flag_values):
         flags_common.train_config_from_flags(RECIPE, flag_values("--input_size", "480by640"))
 
 
+@pytest.mark.parametrize("flag", ["--strategy", "--distribution"])  # the contract's name and the older alias
+def test_strategy_flag_sets_the_distribution(flag_values, flag):
+    config = flags_common.train_config_from_flags(RECIPE, flag_values(flag, "multi_worker"))
+    assert config == dataclasses.replace(RECIPE, distribution="multi_worker")
+    with pytest.raises(flags.IllegalFlagValueError):
+        flag_values(flag, "tpu")
+
+
 @pytest.mark.parametrize("verbose, epoch_logger", [("0", True), ("1", False), ("2", False)])
 def test_training_progress_shows_each_epoch_one_way(flag_values, verbose, epoch_logger):
     # 1 and 2 are Keras's own output (bar / line per epoch); 0 falls back to one absl line per epoch.

@@ -81,6 +81,21 @@ def test_unknown_weights_are_refused(tmp_path):
                                        weights="places365")
 
 
+def test_resumed_run_trains_on_the_epochs_an_uninterrupted_run_sees(salicon_dir, tmp_path):
+    # The data order and flips of epoch e are a function of (seed, e): a run stopped after
+    # epoch 0 and resumed trains epochs 1 and 2 on the same batches as a run that never
+    # stopped, so it ends with the same weights (a resumed run used to replay epoch 0's order).
+    spec = testing.tiny_backbone_spec("tiny", seed=5)
+    config = dataclasses.replace(CONFIG, epochs=3, batch_size=3, lr_decay_epochs=(2,))  # 4 images: 3 + 1
+    whole = encoder_stage.train_encoder(spec, "salicon", str(salicon_dir), config, str(tmp_path / "whole"))
+    encoder_stage.train_encoder(spec, "salicon", str(salicon_dir), dataclasses.replace(config, epochs=1),
+                                str(tmp_path / "resumed"))
+    resumed = encoder_stage.train_encoder(spec, "salicon", str(salicon_dir), config, str(tmp_path / "resumed"))
+    assert resumed.initial_epoch == 1 and resumed.steps == whole.steps == 6
+    for ours, theirs in zip(resumed.model.weights, whole.model.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-6, err_msg=ours.path)
+
+
 def _input_batchnorm_backbone(input_shape, weights):
     """A backbone whose first layer is BatchNorm over the (unpreprocessed) image, then the tiny convs."""
     del weights
