@@ -63,7 +63,7 @@ flags.DEFINE_list("batching_variants", [],
                   "Extra batching-on rows, each MAX_BATCH/TIMEOUT_MICROS/BATCH_THREADS, e.g. 4/2000/2.")
 flags.DEFINE_list("thread_variants", [],
                   "Extra batching-off rows with the server's TensorFlow thread pools set, each INTRA/INTER "
-                  "($TF_NUM_INTRAOP_THREADS/$TF_NUM_INTEROP_THREADS of the server process), e.g. 2/1.")
+                  "(--tensorflow_intra_op_parallelism/--tensorflow_inter_op_parallelism), e.g. 1/2.")
 flags.DEFINE_integer("breakdown_repeats", 5, "Repeats of the one-request breakdown (0: skip).", lower_bound=0)
 
 FLAGS = flags.FLAGS
@@ -149,9 +149,9 @@ def client_images(count, size, seed=0):
 class ServerProcess:
     """serving.server in a subprocess; ports from its ready line; peak RSS from /proc."""
 
-    def __init__(self, args, timeout_s=180, env=None):
+    def __init__(self, args, timeout_s=180):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", *args], cwd=REPO_ROOT, env=dict(os.environ, **(env or {})),
+            [sys.executable, "-m", "serving.server", *args], cwd=REPO_ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.log = []
@@ -258,12 +258,12 @@ def parse_variant(text, count, flag):
     return [int(part) for part in parts]
 
 
-def measure(mode, export_base, model_name, images, batching_file, reuse_channel=True, env=None):
+def measure(mode, export_base, model_name, images, batching_file, reuse_channel=True, server_args=()):
     args = ["--model_base_path", export_base, "--model_name", model_name, "--host", HOST,
-            "--grpc_port", "0", "--rest_port", "0", "--file_system_poll_wait_seconds", "0"]
+            "--grpc_port", "0", "--rest_port", "0", "--file_system_poll_wait_seconds", "0", *server_args]
     if batching_file:
         args += ["--enable_batching", "--batching_parameters_file", batching_file]
-    server = ServerProcess(args, env=env)
+    server = ServerProcess(args)
     try:
         port = server.ports[0] if FLAGS.protocol == "grpc" else server.ports[1]
         make_sender = sender_factory(FLAGS.protocol, port, model_name, reuse_channel)
@@ -319,7 +319,8 @@ def main(argv):
         rows = [measure("batching off", export_base, model_name, images, None)]
         for intra, inter in thread_variants:
             rows.append(measure(f"off {intra}/{inter} thr", export_base, model_name, images, None,
-                                env={"TF_NUM_INTRAOP_THREADS": str(intra), "TF_NUM_INTEROP_THREADS": str(inter)}))
+                                server_args=["--tensorflow_intra_op_parallelism", str(intra),
+                                             "--tensorflow_inter_op_parallelism", str(inter)]))
         for index, values in enumerate(batching_variants):
             variant = write_batching_file(os.path.join(work, f"batching_{index}.txt"), *values)
             rows.append(measure(f"on {'/'.join(map(str, values))}", export_base, model_name, images, variant))
