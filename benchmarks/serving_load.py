@@ -60,7 +60,8 @@ flags.DEFINE_string("out", None, "Optional folder for results.json (with the con
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"], "Export precision (serving.export).")
 flags.DEFINE_bool("baseline", False, "Also measure the pre-issue-17 export and client (see the docstring).")
 flags.DEFINE_list("batching_variants", [],
-                  "Extra batching-on rows, each MAX_BATCH/TIMEOUT_MICROS/BATCH_THREADS, e.g. 4/2000/2.")
+                  "Extra batching-on rows, each MAX_BATCH/TIMEOUT_MICROS/BATCH_THREADS[/INTRA/INTER], e.g. 4/2000/2 "
+                  "or 8/5000/2/1/2 (with the server's TensorFlow thread pools, see --thread_variants).")
 flags.DEFINE_list("thread_variants", [],
                   "Extra batching-off rows with the server's TensorFlow thread pools set, each INTRA/INTER "
                   "(--tensorflow_intra_op_parallelism/--tensorflow_inter_op_parallelism), e.g. 1/2.")
@@ -251,9 +252,9 @@ def write_batching_file(path, max_batch_size, batch_timeout_micros, num_batch_th
     return path
 
 
-def parse_variant(text, count, flag):
+def parse_variant(text, count, flag, optional=0):
     parts = text.split("/")
-    if len(parts) != count or not all(part.isdigit() for part in parts):
+    if not count <= len(parts) <= count + optional or not all(part.isdigit() for part in parts):
         raise cli.FlagError(f"--{flag}: expected {count} integers separated by '/', got {text!r}")
     return [int(part) for part in parts]
 
@@ -291,7 +292,7 @@ def main(argv):
 
     # checked before the minutes of export
     thread_variants = [parse_variant(text, 2, "thread_variants") for text in FLAGS.thread_variants]
-    batching_variants = [parse_variant(text, 3, "batching_variants") for text in FLAGS.batching_variants]
+    batching_variants = [parse_variant(text, 3, "batching_variants", optional=2) for text in FLAGS.batching_variants]
 
     print(f"CPU: {describe_hardware()}; load average at start {os.getloadavg()[0]:.2f}")
     model = load_model()
@@ -322,8 +323,11 @@ def main(argv):
                                 server_args=["--tensorflow_intra_op_parallelism", str(intra),
                                              "--tensorflow_inter_op_parallelism", str(inter)]))
         for index, values in enumerate(batching_variants):
-            variant = write_batching_file(os.path.join(work, f"batching_{index}.txt"), *values)
-            rows.append(measure(f"on {'/'.join(map(str, values))}", export_base, model_name, images, variant))
+            variant = write_batching_file(os.path.join(work, f"batching_{index}.txt"), *values[:3])
+            threads = [] if len(values) < 5 else ["--tensorflow_intra_op_parallelism", str(values[3]),
+                                                  "--tensorflow_inter_op_parallelism", str(values[4])]
+            rows.append(measure(f"on {'/'.join(map(str, values))}", export_base, model_name, images, variant,
+                                server_args=threads))
         if FLAGS.baseline:
             rows.append(measure("baseline on", baseline_base, model_name, images, batching_file,
                                 reuse_channel=False))
