@@ -8,6 +8,10 @@ export CLI runs in a fresh process per export, alternating between
 time, the medians and their ratio (baseline / this), the precision this
 checkout's export chose, the CPU's features and the load average at each run
 (the machine may be shared: only the ratio of interleaved runs means much).
+The exports share a fresh precision cache (``$EMLNET_PRECISION_CACHE`` in the
+work folder): the first export of this checkout that measures `auto` stores
+the choice, later ones reuse it (--warm_precision_cache runs that first one
+before the rounds).
 
     python benchmarks/export_speed.py --baseline_root /tmp/base
 Smoke run (tiny model, seconds):
@@ -30,6 +34,9 @@ flags.DEFINE_string("input_size", "96x128", "Model input size HxW (the demo's)."
 flags.DEFINE_string("baseline_root", None, "Root of an older checkout to time beside this one (optional).")
 flags.DEFINE_integer("rounds", 1, "Exports per checkout (alternating).", lower_bound=1)
 flags.DEFINE_list("export_flags", [], "Extra flags for this checkout's export, e.g. --precision=float32.")
+flags.DEFINE_bool("warm_precision_cache", False,
+                  "Before the timed rounds, export once with this checkout (timed and printed as 'warming') so "
+                  "its precision=auto measurement is cached and the rounds show the cached cost.")
 flags.DEFINE_string("out", None, "Optional folder for results.json.")
 
 FLAGS = flags.FLAGS
@@ -85,7 +92,15 @@ def main(argv):
     with tempfile.TemporaryDirectory(prefix="export_speed_") as work:
         model_path = os.path.join(work, "emlnet.keras")
         save_model(model_path, list(FLAGS.backbones), input_size)
+        os.environ["EMLNET_PRECISION_CACHE"] = os.path.join(work, "auto_precision.json")
         version = 0
+        if FLAGS.warm_precision_cache:
+            version += 1
+            run = export_once(REPO_ROOT, model_path, os.path.join(work, "exports"), version, list(FLAGS.export_flags))
+            run["label"] = "warming"
+            runs.append(run)
+            print(f"warming   {run['seconds']:8.1f} s  load {run['load_average_1m']:5.2f}  "
+                  f"precision {run['precision_reason']}", flush=True)
         for _ in range(FLAGS.rounds):
             for label, root, extra in roots:
                 version += 1
@@ -93,7 +108,8 @@ def main(argv):
                 run["label"] = label
                 runs.append(run)
                 print(f"{label:<9} {run['seconds']:8.1f} s  load {run['load_average_1m']:5.2f}  "
-                      f"precision {run['precision']}  parity {run['parity']:.2g}", flush=True)
+                      f"precision {run['precision_reason'] or run['precision']}  parity {run['parity']:.2g}",
+                      flush=True)
     medians = {label: float(np.median([r["seconds"] for r in runs if r["label"] == label])) for label, _, _ in roots}
     print(f"\nserving.export of {'+'.join(FLAGS.backbones)} at {input_size[0]}x{input_size[1]}, "
           f"median of {FLAGS.rounds} per checkout; CPU: {describe_hardware()}")
@@ -107,7 +123,8 @@ def main(argv):
         write_json_atomic(os.path.join(FLAGS.out, "results.json"),
                           {"cpu": describe_hardware(), "runs": runs, "medians_s": medians,
                            "config": {name: FLAGS[name].value for name in
-                                      ("backbones", "input_size", "baseline_root", "rounds", "export_flags")}})
+                                      ("backbones", "input_size", "baseline_root", "rounds", "export_flags",
+                                       "warm_precision_cache")}})
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ flags.DEFINE_integer("num_batch_threads", 1, "Batching on: num_batch_threads.")
 flags.DEFINE_string("out", None, "Optional folder for results.json (with the configuration used).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"], "Export precision (serving.export).")
 flags.DEFINE_bool("baseline", False, "Also measure the pre-issue-17 export and client (see the docstring).")
+flags.DEFINE_list("batching_variants", [],
+                  "Extra batching-on rows, each MAX_BATCH/TIMEOUT_MICROS/BATCH_THREADS[/INTRA/INTER], e.g. 4/2000/2 "
+                  "or 8/5000/2/1/2 (with the server's TensorFlow thread pools, see --thread_variants).")
+flags.DEFINE_list("thread_variants", [],
+                  "Extra batching-off rows with the server's TensorFlow thread pools set, each INTRA/INTER "
+                  "(--tensorflow_intra_op_parallelism/--tensorflow_inter_op_parallelism), e.g. 1/2.")
 flags.DEFINE_integer("breakdown_repeats", 5, "Repeats of the one-request breakdown (0: skip).", lower_bound=0)
 
 FLAGS = flags.FLAGS
@@ -237,9 +243,25 @@ def run_load(make_sender, images, requests_per_client, duration_s):
     return latencies, errors, wall
 
 
-def measure(mode, export_base, model_name, images, batching_file, reuse_channel=True):
+def write_batching_file(path, max_batch_size, batch_timeout_micros, num_batch_threads):
+    with open(path, "w") as f:
+        f.write(f"max_batch_size {{ value: {max_batch_size} }}\n"
+                f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
+                f"num_batch_threads {{ value: {num_batch_threads} }}\n"
+                f"max_enqueued_batches {{ value: 1000 }}\n")
+    return path
+
+
+def parse_variant(text, count, flag, optional=0):
+    parts = text.split("/")
+    if not count <= len(parts) <= count + optional or not all(part.isdigit() for part in parts):
+        raise cli.FlagError(f"--{flag}: expected {count} integers separated by '/', got {text!r}")
+    return [int(part) for part in parts]
+
+
+def measure(mode, export_base, model_name, images, batching_file, reuse_channel=True, server_args=()):
     args = ["--model_base_path", export_base, "--model_name", model_name, "--host", HOST,
-            "--grpc_port", "0", "--rest_port", "0", "--file_system_poll_wait_seconds", "0"]
+            "--grpc_port", "0", "--rest_port", "0", "--file_system_poll_wait_seconds", "0", *server_args]
     if batching_file:
         args += ["--enable_batching", "--batching_parameters_file", batching_file]
     server = ServerProcess(args)
@@ -268,6 +290,10 @@ def main(argv):
     from keras_emlnet.atomic_files import write_json_atomic
     from keras_emlnet.inference.precision import describe_hardware
 
+    # checked before the minutes of export
+    thread_variants = [parse_variant(text, 2, "thread_variants") for text in FLAGS.thread_variants]
+    batching_variants = [parse_variant(text, 3, "batching_variants", optional=2) for text in FLAGS.batching_variants]
+
     print(f"CPU: {describe_hardware()}; load average at start {os.getloadavg()[0]:.2f}")
     model = load_model()
     with tempfile.TemporaryDirectory(prefix="serving_load_") as work:
@@ -289,18 +315,25 @@ def main(argv):
             for name, value in breakdown.items():
                 share = "" if name.startswith("whole") else f" ({100 * value / parts:4.1f} %)"
                 print(f"  {name:<40}{value:9.1f} ms{share}")
-        batching_file = os.path.join(work, "batching_parameters.txt")
-        with open(batching_file, "w") as f:
-            f.write(f"max_batch_size {{ value: {FLAGS.max_batch_size} }}\n"
-                    f"batch_timeout_micros {{ value: {FLAGS.batch_timeout_micros} }}\n"
-                    f"num_batch_threads {{ value: {FLAGS.num_batch_threads} }}\n"
-                    f"max_enqueued_batches {{ value: 1000 }}\n")
+        batching_file = write_batching_file(os.path.join(work, "batching_parameters.txt"), FLAGS.max_batch_size,
+                                            FLAGS.batch_timeout_micros, FLAGS.num_batch_threads)
         rows = [measure("batching off", export_base, model_name, images, None)]
+        for intra, inter in thread_variants:
+            rows.append(measure(f"off {intra}/{inter} thr", export_base, model_name, images, None,
+                                server_args=["--tensorflow_intra_op_parallelism", str(intra),
+                                             "--tensorflow_inter_op_parallelism", str(inter)]))
+        for index, values in enumerate(batching_variants):
+            variant = write_batching_file(os.path.join(work, f"batching_{index}.txt"), *values[:3])
+            threads = [] if len(values) < 5 else ["--tensorflow_intra_op_parallelism", str(values[3]),
+                                                  "--tensorflow_inter_op_parallelism", str(values[4])]
+            rows.append(measure(f"on {'/'.join(map(str, values))}", export_base, model_name, images, variant,
+                                server_args=threads))
         if FLAGS.baseline:
             rows.append(measure("baseline on", baseline_base, model_name, images, batching_file,
                                 reuse_channel=False))
         rows.append(measure("batching on", export_base, model_name, images, batching_file))
-    off, on = rows[0], rows[-1]
+    off = rows[0]
+    on = next(row for row in rows if row["mode"] == "batching on")
     print(f"\nserving load: {FLAGS.clients} {FLAGS.protocol} clients x {FLAGS.requests_per_client} "
           f"one-image requests ({FLAGS.image_size} PNG), model {FLAGS.model or 'tiny ' + FLAGS.input_size}, "
           f"batching max {FLAGS.max_batch_size} / {FLAGS.batch_timeout_micros} us / "
@@ -330,7 +363,8 @@ def main(argv):
         config = {name: FLAGS[name].value for name in ("model", "input_size", "image_size", "protocol", "clients",
                                                          "requests_per_client", "duration_s", "max_batch_size",
                                                          "batch_timeout_micros", "num_batch_threads",
-                                                         "precision", "baseline")}
+                                                         "precision", "baseline", "batching_variants",
+                                                         "thread_variants")}
         write_json_atomic(os.path.join(FLAGS.out, "results.json"),
                           {"config": config, "cpu": describe_hardware(), "export_s": export_s,
                            "export": {"precision": record["precision"], "reason": record["precision_reason"]},

@@ -23,19 +23,36 @@ on any machine; a fleet can pin one precision for all its machines).
 Where a caller can afford to time both (a benchmark, a long batch run) it
 passes `measure`, and the faster measured precision wins over the rule.
 Every choice carries its reason, which the CLIs log and record.
+
+A measurement is remembered (`cache_key`): the winner is stored in a small
+JSON file (``$EMLNET_PRECISION_CACHE``, default
+``$KERAS_HOME/emlnet/auto_precision.json``, ``~/.keras`` without KERAS_HOME;
+an empty value turns the cache off) under a key naming the CPU model and
+flags, the CPU count, the TensorFlow version, the model's architecture, the
+input size and the batch size (`measurement_key`). The next "auto" with the
+same key takes the stored choice without timing anything; its reason says
+it came from the cache, which file and when it was measured. Delete the
+file to measure again.
 """
 
 import dataclasses
+import datetime
+import hashlib
+import json
 import os
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 AUTO = "auto"
 AUTO_ENV = "EMLNET_AUTO_PRECISION"
+CACHE_ENV = "EMLNET_PRECISION_CACHE"
 PRECISION_CHOICES = (AUTO,) + PRECISIONS
 # CPU flags (as /proc/cpuinfo spells them) with native bfloat16 arithmetic.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # The first GPU generation with bfloat16 tensor cores (Ampere).
 BF16_GPU_CAPABILITY = (8, 0)
+# The flags that change how fast float32/bfloat16 convolutions run (part of the cache key).
+_SPEED_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                          "amx_tile", "amx_bf16", "amx_int8"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,15 +92,7 @@ def gpu_capabilities():
 def describe_hardware(flags=None):
     """One line naming the CPU model and the flags the precision rule reads (for benchmark output)."""
     flags = cpu_flags() if flags is None else flags
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
     listed = [name for name in wanted if name in flags]
     return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(listed) or 'none of ' + ' '.join(wanted)}"
@@ -98,7 +107,99 @@ def needs_measurement(*, flags=None, gpus=None):
     return not gpus and "avx512_bf16" in flags and "amx_bf16" not in flags
 
 
-def choose_precision(precision=AUTO, *, flags=None, gpus=None, measure=None):
+def precision_cache_path():
+    """The file remembering measured "auto" choices (None: ``$EMLNET_PRECISION_CACHE`` is set empty)."""
+    path = os.environ.get(CACHE_ENV)
+    if path is not None:
+        return path or None
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(keras_home, "emlnet", "auto_precision.json")
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo ("unknown CPU" where unreadable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def architecture_fingerprint(model):
+    """A hash of what a model's speed depends on: its layer classes and weight shapes/dtypes, not values."""
+    digest = hashlib.sha256()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        digest.update(type(layer).__name__.encode())
+        digest.update(str(getattr(layer, "dtype_policy", "")).encode())
+        for weight in layer._trainable_variables + layer._non_trainable_variables:
+            digest.update(f"{tuple(weight.shape)}{weight.dtype}".encode())
+    return digest.hexdigest()[:16]
+
+
+def measurement_key(model, input_size, batch_size, *, flags=None):
+    """A dict naming everything a float32/bfloat16 timing depends on (the cache key)."""
+    import tensorflow as tf
+
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count()
+    return {"cpu": cpu_model(), "cpu_flags": sorted(flags & _SPEED_FLAGS), "cpus": cpus,
+            "tensorflow": tf.__version__, "model": architecture_fingerprint(model),
+            "input_size": [int(v) for v in input_size], "batch_size": int(batch_size)}
+
+
+def _key_digest(key):
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read_cache(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, ValueError):
+        return {}  # absent or damaged: measure again (and rewrite it)
+    return entries if isinstance(entries, dict) else {}
+
+
+def cached_choice(cache_key, cache_path=None):
+    """The PrecisionChoice stored for `cache_key`, or None (no cache, no entry)."""
+    cache_path = cache_path or precision_cache_path()
+    if not cache_path:
+        return None
+    entry = _read_cache(cache_path).get(_key_digest(cache_key))
+    if not isinstance(entry, dict) or entry.get("precision") not in PRECISIONS:
+        return None
+    return PrecisionChoice(entry["precision"], f"auto: cached in {cache_path}, measured {entry.get('measured_at')}: "
+                                               f"{entry.get('timing')}")
+
+
+def remember_choice(cache_key, precision, timing, cache_path=None):
+    """Stores a measured choice under `cache_key` (atomic rewrite; an unwritable cache only logs)."""
+    from keras_emlnet import atomic_files
+
+    cache_path = cache_path or precision_cache_path()
+    if not cache_path:
+        return
+    entries = _read_cache(cache_path)
+    entries[_key_digest(cache_key)] = {
+        "key": cache_key, "precision": precision, "timing": timing,
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+        atomic_files.write_json_atomic(cache_path, entries)
+    except OSError as error:
+        import logging
+
+        logging.getLogger(__name__).warning("could not remember the precision measurement in %s: %s",
+                                            cache_path, error)
+
+
+def choose_precision(precision=AUTO, *, flags=None, gpus=None, measure=None, cache_key=None, cache_path=None):
     """Resolves a precision setting to a PrecisionChoice.
 
     Args:
@@ -108,6 +209,9 @@ def choose_precision(precision=AUTO, *, flags=None, gpus=None, measure=None):
             visible GPUs, `gpu_capabilities()`).
         measure: optional callable precision -> seconds per image; with it,
             "auto" times float32 and bfloat16 and picks the faster.
+        cache_key: with `measure`, a `measurement_key`: a choice stored under
+            it is returned without measuring, a new measurement is stored.
+        cache_path: the cache file (default `precision_cache_path()`).
 
     Raises:
         ValueError: an unknown precision.
@@ -122,9 +226,15 @@ def choose_precision(precision=AUTO, *, flags=None, gpus=None, measure=None):
             raise ValueError(f"${AUTO_ENV} must be one of {PRECISIONS}, got {pinned!r}")
         return PrecisionChoice(pinned, f"auto: ${AUTO_ENV}={pinned}")
     if measure is not None:
+        if cache_key is not None:
+            cached = cached_choice(cache_key, cache_path)
+            if cached is not None:
+                return cached
         seconds = {name: float(measure(name)) for name in ("float32", "bfloat16")}
         fastest = min(seconds, key=seconds.get)
         timing = ", ".join(f"{name} {value:.4g} s/image" for name, value in seconds.items())
+        if cache_key is not None:
+            remember_choice(cache_key, fastest, timing, cache_path)
         return PrecisionChoice(fastest, f"auto: measured faster ({timing})")
     gpus = gpu_capabilities() if gpus is None else list(gpus)
     if gpus:

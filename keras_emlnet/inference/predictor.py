@@ -204,7 +204,10 @@ def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batc
     AMX), a folded float32 model and a folded bfloat16 copy are built and
     their functions timed on `batch_size` random images at the model's input
     size (each traced and warmed once, then 3 alternating calls, median); the
-    faster wins and the reason gives both timings. Elsewhere: `inference_model`.
+    faster wins and the reason gives both timings. The winner is remembered
+    (`precision.remember_choice`): a later call with the same machine,
+    TensorFlow, architecture, input size and batch size builds and traces
+    only the stored winner. Elsewhere: `inference_model`.
     """
     import numpy as np
     import tensorflow as tf
@@ -219,6 +222,12 @@ def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batc
     if precision != AUTO or not fold_batch_norms or not precision_lib.needs_measurement():
         chosen, choice = inference_model(model, precision, fold_batch_norms=fold_batch_norms)
         return chosen, choice, make_function(chosen, choice.precision)
+    cache_key = precision_lib.measurement_key(model, input_size, batch_size)
+    cached = precision_lib.cached_choice(cache_key)
+    if cached is not None:
+        # Measured before on this machine for this architecture and size: build and trace the winner only.
+        chosen, _ = inference_model(model, cached.precision, fold_batch_norms=True)
+        return chosen, cached, make_function(chosen, cached.precision)
     candidates = {"float32": folding.fold_batch_norms(model),
                   "bfloat16": set_compute_precision(folding.fold_batch_norms(model, copy=True), "bfloat16")}
     images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, *input_size, 3)).astype(np.float32))
@@ -231,7 +240,7 @@ def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batc
             start = time.perf_counter()
             np.asarray(function(images))
             times[name].append((time.perf_counter() - start) / batch_size)
-    choice = choose_precision(AUTO, measure=lambda name: float(np.median(times[name])))
+    choice = choose_precision(AUTO, measure=lambda name: float(np.median(times[name])), cache_key=cache_key)
     return candidates[choice.precision], choice, functions[choice.precision]
 
 

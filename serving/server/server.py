@@ -49,6 +49,9 @@ class ServerConfig:
             (50 M, or $EMLNET_MAX_IMAGE_PIXELS).
         rest_api_num_threads: REST connections served at once.
         rest_api_timeout_in_ms: time a REST client has to send a request.
+        tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism:
+            TensorFlow's thread pools (0: TensorFlow's default, all cores
+            each); set before TensorFlow starts, so only in a fresh process.
     """
 
     model_base_path: str
@@ -67,6 +70,29 @@ class ServerConfig:
     max_image_pixels: int = None
     rest_api_num_threads: int = rest.DEFAULT_NUM_THREADS
     rest_api_timeout_in_ms: int = int(rest.DEFAULT_TIMEOUT_S * 1000)
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+
+
+def set_tensorflow_threads(intra_op, inter_op):
+    """Sizes TensorFlow's thread pools (0 leaves one as it is).
+
+    Raises:
+        ValueError: a size is set after TensorFlow has started in this process.
+    """
+    import tensorflow as tf
+
+    threading_config = tf.config.threading
+    for name, value, getter, setter in (
+            ("tensorflow_intra_op_parallelism", intra_op, threading_config.get_intra_op_parallelism_threads,
+             threading_config.set_intra_op_parallelism_threads),
+            ("tensorflow_inter_op_parallelism", inter_op, threading_config.get_inter_op_parallelism_threads,
+             threading_config.set_inter_op_parallelism_threads)):
+        if value and getter() != value:
+            try:
+                setter(value)
+            except RuntimeError as error:
+                raise ValueError(f"--{name} must be set before TensorFlow starts in this process: {error}") from None
 
 
 class ModelServer:
@@ -99,6 +125,7 @@ class ModelServer:
             OSError: a port cannot be bound.
         """
         config = self.config
+        set_tensorflow_threads(config.tensorflow_intra_op_parallelism, config.tensorflow_inter_op_parallelism)
         options = None
         if config.enable_batching:
             options = request_batching.BatchingOptions()

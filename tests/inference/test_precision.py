@@ -11,8 +11,10 @@ SKYLAKE_X = {"avx2", "avx512f", "avx512_vnni"}
 
 
 @pytest.fixture(autouse=True)
-def unpinned(monkeypatch):
+def unpinned(monkeypatch, tmp_path):
     monkeypatch.delenv(precision.AUTO_ENV, raising=False)
+    # measurements are remembered in a per-test file, never in the user's cache
+    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path / "auto_precision_cache.json"))
 
 
 @pytest.mark.parametrize("flags, gpus, expected", [
@@ -105,3 +107,90 @@ def test_measured_auto_returns_the_model_it_measured_as_faster(monkeypatch):
     assert np.corrcoef(np.ravel(chosen(images)), np.ravel(model(images)))[0, 1] > 0.99
     # the float32 reference is untouched either way
     assert model.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv2").compute_dtype == "float32"
+
+
+def test_a_measurement_is_remembered_per_key(tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache" / "auto_precision.json")
+    calls = []
+
+    def measure(name):
+        calls.append(name)
+        return {"float32": 2.0, "bfloat16": 1.0}[name]
+
+    key = {"cpu": "test", "model": "abc", "input_size": [96, 128], "batch_size": 1}
+    first = choose_precision("auto", measure=measure, cache_key=key, cache_path=cache)
+    assert first.precision == "bfloat16" and sorted(calls) == ["bfloat16", "float32"]
+    second = choose_precision("auto", measure=measure, cache_key=dict(key), cache_path=cache)
+    assert len(calls) == 2  # not measured again
+    assert second.precision == "bfloat16"
+    assert second.reason.startswith(f"auto: cached in {cache}, measured ") and "float32 2 s/image" in second.reason
+    # another input size is another measurement; the first entry stays
+    third = choose_precision("auto", measure=lambda name: {"float32": 1.0, "bfloat16": 3.0}[name],
+                             cache_key=dict(key, input_size=[480, 640]), cache_path=cache)
+    assert third.precision == "float32"
+    assert choose_precision("auto", measure=measure, cache_key=key, cache_path=cache).precision == "bfloat16"
+    assert len(calls) == 2
+    # the pin still wins over the cache
+    monkeypatch.setenv(precision.AUTO_ENV, "float32")
+    assert choose_precision("auto", measure=measure, cache_key=key, cache_path=cache).precision == "float32"
+
+
+def test_a_damaged_or_disabled_cache_measures(tmp_path, monkeypatch):
+    cache = tmp_path / "auto_precision.json"
+    cache.write_text("{not json")
+    calls = []
+
+    def measure(name):
+        calls.append(name)
+        return {"float32": 1.0, "bfloat16": 2.0}[name]
+
+    key = {"model": "abc"}
+    assert choose_precision("auto", measure=measure, cache_key=key, cache_path=str(cache)).precision == "float32"
+    assert precision.cached_choice(key, str(cache)).precision == "float32"  # rewritten whole
+    monkeypatch.setenv(precision.CACHE_ENV, "")
+    assert precision.precision_cache_path() is None
+    choose_precision("auto", measure=measure, cache_key=key)
+    choose_precision("auto", measure=measure, cache_key=key)
+    assert len(calls) == 6  # no cache: every call measures
+    monkeypatch.delenv(precision.CACHE_ENV)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    assert precision.precision_cache_path() == str(tmp_path / "keras" / "emlnet" / "auto_precision.json")
+
+
+def test_the_key_follows_architecture_and_size_not_weights():
+    from keras_emlnet.models.emlnet import build_emlnet
+    from keras_emlnet.testing import tiny_emlnet, tiny_encoder
+
+    a, b = tiny_emlnet((32, 48)), tiny_emlnet((32, 48))
+    b.set_weights([w + 1.0 for w in b.get_weights()])
+    key = precision.measurement_key(a, (32, 48), 1, flags=ZEN4)
+    assert precision.measurement_key(b, (32, 48), 1, flags=ZEN4) == key
+    assert precision.measurement_key(a, (64, 96), 1, flags=ZEN4) != key
+    assert precision.measurement_key(a, (32, 48), 2, flags=ZEN4) != key
+    assert precision.measurement_key(a, (32, 48), 1, flags=ZEN4 | {"amx_bf16"}) != key
+    one_encoder = build_emlnet([tiny_encoder()], output_mode="minmax")
+    assert precision.measurement_key(one_encoder, (32, 48), 1, flags=ZEN4)["model"] != key["model"]
+
+
+def test_a_remembered_choice_builds_and_traces_only_the_winner(monkeypatch, tmp_path):
+    from keras_emlnet.inference import predictor
+    from keras_emlnet.testing import tiny_emlnet
+
+    monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path / "auto_precision.json"))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(ZEN4))
+    monkeypatch.setattr(precision, "gpu_capabilities", lambda: [])
+    made = []
+
+    def make_function(model, name):
+        made.append(name)
+        return lambda x: model(x, training=False)
+
+    model = tiny_emlnet((32, 48))
+    _, measured, _ = predictor.choose_inference_model(model, "auto", make_function=make_function)
+    assert sorted(made) == ["bfloat16", "float32"]
+    made.clear()
+    chosen, again, _ = predictor.choose_inference_model(tiny_emlnet((32, 48)), "auto", make_function=make_function)
+    assert made == [measured.precision]
+    assert again.precision == measured.precision and again.reason.startswith("auto: cached in ")
+    conv = chosen.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv2")
+    assert conv.compute_dtype == measured.precision and conv.use_bias  # folded, in the remembered precision

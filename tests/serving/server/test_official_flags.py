@@ -157,3 +157,26 @@ def test_the_server_starts_and_answers_with_the_official_flag_names(serving_expo
     finally:
         returncode = process.stop()
     assert returncode == 0, "".join(process.lines[-20:])
+
+
+def test_thread_pool_flags_size_tensorflow_in_a_fresh_process_only():
+    import subprocess
+    import sys
+
+    _, flag_values = _server_flags(["--model_base_path", "/m", "--tensorflow_intra_op_parallelism", "1",
+                                    "--tensorflow_inter_op_parallelism", "3"])
+    assert (flag_values.tensorflow_intra_op_parallelism, flag_values.tensorflow_inter_op_parallelism) == (1, 3)
+    code = ("import tensorflow as tf; from serving.server.server import set_tensorflow_threads as s; s(1, 3); "
+            "tf.constant(1.0) + 1; c = tf.config.threading; "
+            "print(c.get_intra_op_parallelism_threads(), c.get_inter_op_parallelism_threads())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["1", "3"], done.stderr[-2000:]
+    import tensorflow as tf
+
+    from serving.server.server import set_tensorflow_threads
+
+    tf.constant(1.0) + 1  # TensorFlow has started in this process
+    current = tf.config.threading.get_inter_op_parallelism_threads()
+    with pytest.raises(ValueError, match="tensorflow_inter_op_parallelism must be set before TensorFlow starts"):
+        set_tensorflow_threads(0, current + 1)
+    set_tensorflow_threads(0, 0)  # 0: left as it is, no error
