@@ -46,6 +46,28 @@ def distinct_images(count, *, seed=0, sizes=((32, 48), (40, 30), (25, 61))):
     return images
 
 
+def write_image_collection(root, sizes, *, seed):
+    """Random images under `root` ({name: (h, w)}; "e" as PNG, the rest JPEG, subfolders made),
+    plus `garbage.jpg` (not an image) and `truncated.jpg` (half a JPEG): batch scoring's inputs."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, size in sizes.items():
+        path = os.path.join(str(root), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        pixels = rng.integers(0, 256, tuple(size) + (3,), dtype=np.uint8)
+        Image.fromarray(pixels).save(path + (".png" if name == "e" else ".jpg"))
+    with open(os.path.join(str(root), "garbage.jpg"), "wb") as f:
+        f.write(b"this is not an image")
+    encoded = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(encoded, format="JPEG")
+    with open(os.path.join(str(root), "truncated.jpg"), "wb") as f:
+        f.write(encoded.getvalue()[: len(encoded.getvalue()) // 2])
+    return str(root)
+
+
 def png_bytes(image):
     from serving.export.checks import encode_image
 

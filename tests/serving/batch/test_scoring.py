@@ -4,7 +4,6 @@ Reference values come from `EMLNet.predict_map` (its own geometry path), not
 from the scoring pipeline under test.
 """
 
-import io
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from serving.batch.scoring import ScoreConfig, score_collection
 
 IMAGE_SIZES = {"a": (40, 60), "b": (50, 30), "sub/c": (64, 96), "sub/d": (33, 47), "e": (32, 48), "f": (70, 20)}
 from tests.paths import REPO_ROOT
+from tests.serving import helpers
 
 REPO = REPO_ROOT
 
@@ -50,17 +50,7 @@ def saved_model(serving_export):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Six readable images (JPEG and PNG, several sizes), a garbage file and a truncated JPEG."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for name, size in IMAGE_SIZES.items():
-        os.makedirs(os.path.dirname(str(root / name)), exist_ok=True)
-        pixels = rng.integers(0, 256, size + (3,), dtype=np.uint8)
-        Image.fromarray(pixels).save(str(root / name) + (".png" if name == "e" else ".jpg"))
-    (root / "garbage.jpg").write_bytes(b"this is not an image")
-    encoded = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(encoded, format="JPEG")
-    (root / "truncated.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
-    return str(root)
+    return helpers.write_image_collection(tmp_path_factory.mktemp("images"), IMAGE_SIZES, seed=0)
 
 
 def _source(images, name):

@@ -22,6 +22,7 @@ from keras_emlnet.testing import tiny_emlnet
 from serving.batch.scoring import ScoreConfig, score_collection
 from serving.beam.pipeline import BeamScoreConfig, run
 from tests.paths import REPO_ROOT
+from tests.serving import helpers
 
 IMAGE_SIZES = {"a": (40, 60), "b": (50, 30), "sub/c": (64, 96), "e": (33, 47)}
 UNREADABLE = {"garbage.jpg", "truncated.jpg"}
@@ -30,17 +31,7 @@ UNREADABLE = {"garbage.jpg", "truncated.jpg"}
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Four readable images (JPEG and PNG, in a subfolder too), a garbage file and a truncated JPEG."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(5)
-    for name, size in IMAGE_SIZES.items():
-        os.makedirs(os.path.dirname(str(root / name)), exist_ok=True)
-        pixels = rng.integers(0, 256, size + (3,), dtype=np.uint8)
-        Image.fromarray(pixels).save(str(root / name) + (".png" if name == "e" else ".jpg"))
-    (root / "garbage.jpg").write_bytes(b"this is not an image")
-    encoded = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(encoded, format="JPEG")
-    (root / "truncated.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
-    return str(root)
+    return helpers.write_image_collection(tmp_path_factory.mktemp("images"), IMAGE_SIZES, seed=5)
 
 
 @pytest.fixture(scope="module")
