@@ -21,6 +21,21 @@ from serving.batch.scoring import FORMATS, ScoreConfig
 FLAGS = flags.FLAGS
 
 
+COLLECTION_FLAGS = ("model", "images", "out", "format", "overlays", "batch_size")
+
+
+def define_collection_flags(flag_values, *, batch_size_help):
+    """--model --images --out --format --overlays --batch_size (`COLLECTION_FLAGS`): what every
+    scoring CLI takes (serving.batch_score and serving.beam_score write the same files)."""
+    flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.", flag_values=flag_values)
+    flags.DEFINE_string("images", None, "Folder (searched recursively) or glob pattern.", flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output folder; names mirror the inputs' relative paths.",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("format", "png", FORMATS, "png: 8-bit min-max; npy: float32 maps.", flag_values=flag_values)
+    flags.DEFINE_bool("overlays", False, "Also write <name>_overlay.jpg heatmaps.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 8, batch_size_help, lower_bound=1, flag_values=flag_values)
+
+
 def define_flags(flag_values=FLAGS):
     """Defines this CLI's flags in `flag_values`.
 
@@ -28,13 +43,7 @@ def define_flags(flag_values=FLAGS):
     mean other things in train.evaluate, the training CLIs and the demo, and
     absl allows one definition of a name per process.
     """
-    flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.", flag_values=flag_values)
-    flags.DEFINE_string("images", None, "Folder (searched recursively) or glob pattern.", flag_values=flag_values)
-    flags.DEFINE_string("out", None, "Output folder; names mirror the inputs' relative paths.",
-                        flag_values=flag_values)
-    flags.DEFINE_enum("format", "png", FORMATS, "png: 8-bit min-max; npy: float32 maps.", flag_values=flag_values)
-    flags.DEFINE_bool("overlays", False, "Also write <name>_overlay.jpg heatmaps.", flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 8, "Images per replica per step.", lower_bound=1, flag_values=flag_values)
+    define_collection_flags(flag_values, batch_size_help="Images per replica per step.")
     flags.DEFINE_enum("precision", "auto", PRECISION_CHOICES, "Compute dtype: auto = bfloat16 only where "
                       "the hardware computes it faster (reduced ones: .keras only).", flag_values=flag_values)
     flags.DEFINE_integer("shard_index", 0, "This machine's shard.", lower_bound=0, flag_values=flag_values)

@@ -16,21 +16,16 @@ from absl import app, flags, logging
 
 from keras_emlnet import cli
 from keras_emlnet.inference.predictor import PRECISIONS
-from serving.batch.scoring import FORMATS
+from serving import batch_score
 
 FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values=FLAGS):
     """Defines this CLI's flags in `flag_values` (when it runs, not at import)."""
-    flags.DEFINE_string("model", None, "`.keras` file or SavedModel version folder.", flag_values=flag_values)
-    flags.DEFINE_string("images", None, "Folder (searched recursively) or glob pattern.", flag_values=flag_values)
-    flags.DEFINE_string("out", None, "Output folder; names mirror the inputs' relative paths.",
-                        flag_values=flag_values)
-    flags.DEFINE_enum("format", "png", FORMATS, "png: 8-bit min-max; npy: float32 maps.", flag_values=flag_values)
-    flags.DEFINE_bool("overlays", False, "Also write <name>_overlay.jpg heatmaps.", flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 8, "Images per model call on a worker.", lower_bound=1,
-                         flag_values=flag_values)
+    batch_score.define_collection_flags(flag_values, batch_size_help="Images per model call on a worker.")
+    for name in batch_score.COLLECTION_FLAGS:  # listed by this CLI's --help, not only --helpfull
+        flags.declare_key_flag(name, flag_values=flag_values)
     flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).", flag_values=flag_values)
     flags.mark_flags_as_required(["model", "images", "out"], flag_values=flag_values)
 
