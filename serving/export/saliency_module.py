@@ -94,12 +94,19 @@ class SaliencyModule(tf.Module):
         self.output_mode = tf.Variable(self._output_mode, dtype=tf.string, trainable=False, name="output_mode")
         self.precision = tf.Variable(str(precision), dtype=tf.string, trainable=False, name="precision")
         # Its input signature depends on the model size, so it is made here
-        # rather than by a decorator; as a tracked attribute it is saved.
+        # rather than by a decorator; as a tracked attribute it is saved. The
+        # model is traced here, once, into `_model_maps` (a concrete function,
+        # not saved as an attribute of its own), which both signatures and
+        # `predict_model_size` call: a tf.function holding the model would be
+        # traced again by tf.saved_model.save (the save context is part of
+        # tf.function's cache key) and inside each signature's trace, ~5 s a
+        # trace for NASNet + DenseNet. `predict_model_size` itself is a thin
+        # tf.function, so the loaded one still checks its input signature.
         height, width = self._input_size
-        setattr(self, PREDICT_MODEL_SIZE, tf.function(
-            self._model_frame_maps,
-            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name=IMAGES)],
-        ))
+        spec = tf.TensorSpec([None, height, width, 3], tf.float32, name=IMAGES)
+        self._model_maps = data_structures.NoDependency(
+            tf.function(self._model_frame_maps, input_signature=[spec]).get_concrete_function())
+        setattr(self, PREDICT_MODEL_SIZE, tf.function(self._call_model_maps, input_signature=[spec]))
 
     @property
     def model(self):
@@ -145,15 +152,16 @@ class SaliencyModule(tf.Module):
         sizes = tf.tile(shape[tf.newaxis, 1:3], [shape[0], 1])
         return self._predict(model_inputs, sizes)
 
+    def _call_model_maps(self, images):
+        return self._model_maps(images)
+
     def _model_frame_maps(self, images):
         """float32 model-size images (B, H, W, 3) → (B, H, W, 1) maps in the output mode."""
         return tf.cast(self.model(images, training=False), tf.float32)
 
     def _predict(self, model_inputs, sizes):
-        # Through the input-signature function, not `_model_frame_maps`: both
-        # signatures then call its one traced graph instead of tracing the
-        # model again each (the export traced the model 3 times before).
-        maps = getattr(self, PREDICT_MODEL_SIZE)(model_inputs)
+        # The model's one traced graph (see __init__), not `_model_frame_maps`.
+        maps = self._model_maps(model_inputs)
         largest = tf.reduce_max(sizes, axis=0)
 
         def to_original(args):

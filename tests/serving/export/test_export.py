@@ -237,3 +237,26 @@ def test_only_keras_files_are_loaded(tmp_path):
     bogus.write_bytes(b"not a model")
     with pytest.raises(FileNotFoundError, match="is not a .keras file"):
         load_keras_model(bogus)
+
+
+def test_the_model_is_traced_once_and_its_captures_are_not_logged(cli_export, tmp_path, monkeypatch, caplog):
+    # Tracing the model is most of an export's cost: the two signatures and the saved
+    # predict_model_size must share one trace (the export traced it 3 times, then 2).
+    from serving.export import saliency_module
+    from serving.export.export import ExportConfig, export_saliency_model
+
+    traces = []
+    real = saliency_module.SaliencyModule._model_frame_maps
+
+    def counting(self, images):
+        traces.append(images.shape)  # Python runs only while TensorFlow traces
+        return real(self, images)
+
+    monkeypatch.setattr(saliency_module.SaliencyModule, "_model_frame_maps", counting)
+    config = ExportConfig(model="<in memory>", export_base=str(tmp_path), version=1, precision="float32")
+    with caplog.at_level("INFO", logger="tensorflow"):
+        version_dir, record = export_saliency_model(cli_export.model, config)
+    assert [tuple(shape) for shape in traces] == [(None, *cli_export.model.input_size, 3)]
+    assert record["parity"]["max_relative_diff"] <= config.parity_tolerance
+    assert not [r for r in caplog.records if "unsupported characters" in r.getMessage()]
+    assert record["signatures"]["serving_default"]["inputs"] == {"image_bytes": {"dtype": "DT_STRING", "shape": [-1]}}
