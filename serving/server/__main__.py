@@ -64,8 +64,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("rest_api_timeout_in_ms", int(rest.DEFAULT_TIMEOUT_S * 1000),
                          "Time a REST client has to send each request.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("tensorflow_intra_op_parallelism", 0,
-                         "Threads one TensorFlow op may use (0: all cores). Under concurrent load 1 with "
-                         "--tensorflow_inter_op_parallelism = cores served 8 clients ~2x faster (WORKSPACE.md).",
+                         "Threads one TensorFlow op may use (0: all cores). On a small CPU 1, with "
+                         "--tensorflow_inter_op_parallelism = cores, served faster (2 cores: p50 0.7x for one "
+                         "client and for 8; WORKSPACE.md).",
                          lower_bound=0, flag_values=flag_values)
     flags.DEFINE_integer("tensorflow_inter_op_parallelism", 0,
                          "TensorFlow ops run at once (0: all cores).", lower_bound=0, flag_values=flag_values)
