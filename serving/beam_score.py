@@ -15,7 +15,7 @@ batch_score_summary.json. See serving/beam/pipeline.py.
 from absl import app, flags, logging
 
 from keras_emlnet import cli
-from keras_emlnet.inference.predictor import PRECISIONS
+from keras_emlnet.inference.precision import PRECISION_CHOICES
 from serving import batch_score
 
 FLAGS = flags.FLAGS
@@ -26,7 +26,10 @@ def define_flags(flag_values=FLAGS):
     batch_score.define_collection_flags(flag_values, batch_size_help="Images per model call on a worker.")
     for name in batch_score.COLLECTION_FLAGS:  # listed by this CLI's --help, not only --helpfull
         flags.declare_key_flag(name, flag_values=flag_values)
-    flags.DEFINE_enum("precision", "float32", PRECISIONS, "Compute dtype (.keras only).", flag_values=flag_values)
+    flags.DEFINE_enum("precision", "auto", PRECISION_CHOICES,
+                      "Compute dtype, chosen on each worker: auto = bfloat16 only where that worker's hardware "
+                      "computes it faster (keras_emlnet.inference.precision), else float32; reduced precisions "
+                      "need a .keras model.", flag_values=flag_values)
     flags.mark_flags_as_required(["model", "images", "out"], flag_values=flag_values)
 
 

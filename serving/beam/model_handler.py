@@ -30,7 +30,7 @@ class SaliencyModelHandler(ModelHandler):
         batch_size: images per model call (Beam's BatchElements min and max).
     """
 
-    def __init__(self, model, *, precision="float32", batch_size=8):
+    def __init__(self, model, *, precision="auto", batch_size=8):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self._model = model
         self._precision = precision

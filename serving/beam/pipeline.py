@@ -44,7 +44,9 @@ class BeamScoreConfig:
         format: "png", "npy" or "both" (as serving.batch_score).
         overlays: also write `<name>_overlay.jpg`.
         batch_size: images per model call on a worker.
-        precision: "float32", "bfloat16" or "float16" (`.keras` models only).
+        precision: "auto" (decided on each worker: bfloat16 only where its
+            hardware computes it faster), "float32", "bfloat16" or "float16"
+            (reduced ones: `.keras` models only), as serving.batch_score.
     """
 
     model: str
@@ -53,7 +55,7 @@ class BeamScoreConfig:
     format: str = "png"
     overlays: bool = False
     batch_size: int = 8
-    precision: str = "float32"
+    precision: str = "auto"
 
     def __post_init__(self):
         self.score_config  # validates format and batch_size as serving.batch_score does
