@@ -15,8 +15,10 @@ processes hits all of them alike; medians are printed with the ratio ours /
 best PyTorch, the CPU features and the load average.
 
 The two sides run the same architecture on the same images with random
-weights of their own (the weights are not transferred), so their outputs are
-not compared here; `tests/models` checks the Keras backbones against PyTorch
+weights of their own (the weights are not transferred), and every BatchNorm
+gets seeded trained-looking statistics of the same distribution on both sides
+(`_batch_norm_statistics`; fresh ones fold into zero biases that TensorFlow
+deletes, which would flatter ours); outputs are not compared here; `tests/models` checks the Keras backbones against PyTorch
 forwards where weights are converted.
 
 OpenMP: PyTorch's CPU threads spin-wait between parallel regions
@@ -72,6 +74,15 @@ def ours_worker(config, input_size, batches):
         prefix = name if backbones.index(name) == i else f"{name}_b"
         encoders.append(build_encoder(name, weights=None, input_size=input_size, prefix=prefix, seed=i))
     model = build_emlnet(encoders, output_mode="minmax")
+    import keras as _keras
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, _keras.layers.BatchNormalization):
+            statistics = _batch_norm_statistics(layer.moving_mean.shape[0])
+            for name, value in statistics.items():
+                variable = getattr(layer, name, None)
+                if variable is not None:
+                    variable.assign(value)
     runnables = {
         "float32": inference_model(model, "float32")[0],
         # a folded copy sharing no layer, so the float32 one stays float32
@@ -128,6 +139,13 @@ def torch_worker(config, input_size, batches, compile_model):
             return (fused - low) / (high - low + 1e-7)
 
     nchw = EMLNetTorch().eval()
+    with torch.no_grad():
+        for module in nchw.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                statistics = _batch_norm_statistics(module.num_features)
+                for name, attribute in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                                        ("moving_variance", "running_var")):
+                    getattr(module, attribute).copy_(torch.from_numpy(statistics[name]))
     channels_last = EMLNetTorch().eval().to(memory_format=torch.channels_last)
     channels_last.load_state_dict(nchw.state_dict())
     images = {b: torch.from_numpy(_images(b, input_size)).permute(0, 3, 1, 2).contiguous() for b in batches}
@@ -181,6 +199,29 @@ def _stub_torchvision():
             pass
 
     sys.meta_path.insert(0, Stub())
+
+
+_BATCH_NORM_RNG = []
+
+
+def _batch_norm_statistics(channels):
+    """Seeded trained-looking BatchNorm statistics, the same distribution on both sides.
+
+    Fresh BatchNorm layers (gamma 1, beta 0, mean 0, variance 1) fold into zero
+    biases, which TensorFlow's graph optimizer then deletes: that would time a
+    graph no trained model has.
+    """
+    import numpy as np
+
+    if not _BATCH_NORM_RNG:
+        _BATCH_NORM_RNG.append(np.random.default_rng(17))
+    rng = _BATCH_NORM_RNG[0]
+    return {
+        "gamma": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+        "beta": rng.normal(0, 0.1, channels).astype(np.float32),
+        "moving_mean": rng.normal(0, 0.1, channels).astype(np.float32),
+        "moving_variance": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+    }
 
 
 def _images(batch, input_size):
