@@ -21,6 +21,14 @@ gets seeded trained-looking statistics of the same distribution on both sides
 deletes, which would flatter ours); outputs are not compared here; `tests/models` checks the Keras backbones against PyTorch
 forwards where weights are converted.
 
+oneDNN weight caching: the ours worker is an inference-only process, so it
+runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (oneDNN keeps each convolution's
+reordered kernel instead of reordering the variable on every call; 1.216 vs
+1.260 s an image at 480x640 batch 1, WORKSPACE.md, issue 17), as an
+inference-only process of ours should (`--onednn_frozen_weights 0` to time
+without). Never set it in a process that trains: the cached kernels would go
+stale.
+
 OpenMP: PyTorch's CPU threads spin-wait between parallel regions
 (OMP_WAIT_POLICY active by default); on a machine shared with other busy
 processes a descheduled spinning thread stalls its team, and densenet161
@@ -295,6 +303,8 @@ def main():
     parser.add_argument("--compile", action="store_true", help="Also time torch.compile (minutes to compile).")
     parser.add_argument("--ours_python", default=os.path.join(REPO_ROOT, ".venv", "bin", "python"),
                         help="Python of the project's venv (TensorFlow).")
+    parser.add_argument("--onednn_frozen_weights", type=int, default=1,
+                        help="1: the ours worker (inference only) runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1.")
     parser.add_argument("--omp_wait_policy", default="PASSIVE", help="OMP_WAIT_POLICY of the torch worker.")
     parser.add_argument("--out", help="Optional folder for results.json.")
     args = parser.parse_args()
@@ -311,6 +321,8 @@ def main():
     for config in args.configs.split(","):
         common = ["--configs", config, "--input_size", args.input_size, "--batch_sizes", args.batch_sizes]
         env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+        if args.onednn_frozen_weights:
+            env.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
         ours = Worker(args.ours_python, ["--worker", "ours", *common], env)
         peer = Worker(sys.executable, ["--worker", "torch", *common] + (["--compile"] if args.compile else []),
                       dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy))
@@ -329,7 +341,8 @@ def main():
             peer.close()
         print(f"\n{config} at {args.input_size}, median of {args.iterations} interleaved rounds; "
               f"CPU: {cpu}; load average {min(loads):.2f}-{max(loads):.2f}")
-        print(f"ours: precision auto -> {ours.info['auto']}; torch {peer.info}")
+        print(f"ours: precision auto -> {ours.info['auto']}, TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="
+              f"{env.get('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '0')}; torch {peer.info}")
         for batch in batches:
             rate = {key[:2]: batch / sorted(v)[len(v) // 2] for key, v in times.items() if key[2] == batch}
             for (side, variant), value in rate.items():

@@ -23,9 +23,37 @@ folded model: its BatchNorm statistics are baked into kernels.
 import collections
 import dataclasses
 
+import keras
 import numpy as np
 
 _FOLDABLE = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
+_MIN_FUSED_EPSILON = 1.001e-5  # tf.compat.v1.nn.fused_batch_norm raises smaller epsilons to this
+
+
+@keras.saving.register_keras_serializable(package="keras_emlnet")
+class InferenceBatchNormalization(keras.layers.BatchNormalization):
+    """A BatchNorm that `fold_batch_norms` keeps, run in inference as one fused op.
+
+    Keras' BatchNormalization runs ``tf.nn.batch_normalization``: a Mul and an
+    Add over the activation (plus the ReLU after it, which Grappler cannot
+    fuse into them). On an image (4D, channels last) with TensorFlow this runs
+    ``FusedBatchNormV3`` instead (one pass; oneDNN fuses a following ReLU), with
+    the same statistics; training and every other case run the parent's call.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (training or keras.backend.backend() != "tensorflow" or len(inputs.shape) != 4
+                or self.axis not in (-1, 3) or self.epsilon < _MIN_FUSED_EPSILON):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones((channels,), tf.float32)
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            tf.cast(inputs, tf.float32), scale, offset, mean=tf.cast(self.moving_mean, tf.float32),
+            variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, is_training=False)
+        return tf.cast(outputs, self.compute_dtype)
 
 
 @dataclasses.dataclass
@@ -47,6 +75,9 @@ class FoldReport:
 def fold_batch_norms(model, report=None, *, copy=False):
     """A copy of `model` for inference with foldable BatchNorms folded (see the module docstring).
 
+    The BatchNorms it keeps become `InferenceBatchNormalization` copies (one
+    fused op), and biases summed by an Add move (see `_find_bias_merges`).
+
     Args:
         model: an `EMLNet`, a functional Keras model, or anything else
             (returned as is, or cloned with its weights when `copy`).
@@ -59,8 +90,6 @@ def fold_batch_norms(model, report=None, *, copy=False):
         The folded model (shares its other layers and weights with `model`
         unless `copy`).
     """
-    import keras
-
     from keras_emlnet.models.emlnet import EMLNet
 
     report = report if report is not None else FoldReport()
@@ -82,7 +111,7 @@ def fold_batch_norms(model, report=None, *, copy=False):
     donors = {}  # id(conv keeping a bias) -> convs whose bias it takes over
     after_add = {}  # id(Add) -> convs whose biases move after it
     _find_bias_merges(model, pairs, donors, after_add)
-    if not pairs and not donors and not after_add and not copy:
+    if not pairs and not donors and not after_add and not report.kept and not copy:
         return model
     if type(model) is not _functional_class():
         # A functional subclass (a SaliencyEncoder) whose constructor takes
@@ -102,6 +131,10 @@ def fold_batch_norms(model, report=None, *, copy=False):
             new_conv = layer.__class__.from_config(config)
             folded_layers.append((new_conv, layer, targets.get(id(layer))))
             return new_conv
+        if type(layer) is keras.layers.BatchNormalization and id(layer) not in pairs:
+            duplicate = InferenceBatchNormalization.from_config(layer.get_config())
+            copied_layers.append((duplicate, layer))
+            return duplicate
         if copy and id(layer) not in pairs and not isinstance(layer, keras.layers.InputLayer):
             duplicate = layer.__class__.from_config(layer.get_config())
             copied_layers.append((duplicate, layer))
