@@ -4,7 +4,8 @@ For every batch size, one EMLNet (`nasnet` + `densenet161` encoders, random
 weights, no download; the decoder; minmax output) is built and timed in
 float32 and in mixed bfloat16, each in its own subprocess so that peak memory
 (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) belongs to that configuration
-alone. Every configuration is seeded the same way, so the two precisions run
+alone. BatchNorms get seeded trained-looking statistics (fresh ones fold into
+zero biases that Grappler deletes). Every configuration is seeded the same way, so the two precisions run
 the same weights on the same images and the table also gives the largest
 difference between their minmax maps.
 
@@ -66,7 +67,29 @@ def build_model(backbones, input_size):
         from keras_emlnet.models.encoder import build_encoder
 
         encoders = [build_encoder(name, weights=None, input_size=input_size, seed=_SEED) for name in backbones]
-    return build_emlnet(encoders, output_mode="minmax")
+    model = build_emlnet(encoders, output_mode="minmax")
+    _trained_looking_batch_norms(model)
+    return model
+
+
+def _trained_looking_batch_norms(model):
+    """Seeded BatchNorm statistics like a trained model's (as `peer_pytorch.py` gives both sides).
+
+    Fresh BatchNorms (gamma 1, beta 0, mean 0, variance 1) fold into exactly-zero
+    biases that Grappler deletes, which would time a graph no trained model has.
+    """
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(17)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            values = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0, 0.1, channels),
+                      "moving_mean": rng.normal(0, 0.1, channels), "moving_variance": rng.uniform(0.5, 1.5, channels)}
+            for name, value in values.items():
+                if getattr(layer, name, None) is not None:
+                    getattr(layer, name).assign(value.astype(np.float32))
 
 
 def measure(config):

@@ -15,9 +15,19 @@ processes hits all of them alike; medians are printed with the ratio ours /
 best PyTorch, the CPU features and the load average.
 
 The two sides run the same architecture on the same images with random
-weights of their own (the weights are not transferred), so their outputs are
-not compared here; `tests/models` checks the Keras backbones against PyTorch
+weights of their own (the weights are not transferred), and every BatchNorm
+gets seeded trained-looking statistics of the same distribution on both sides
+(`_batch_norm_statistics`; fresh ones fold into zero biases that TensorFlow
+deletes, which would flatter ours); outputs are not compared here; `tests/models` checks the Keras backbones against PyTorch
 forwards where weights are converted.
+
+oneDNN weight caching: the ours worker is an inference-only process, so it
+runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (oneDNN keeps each convolution's
+reordered kernel instead of reordering the variable on every call; 1.216 vs
+1.260 s an image at 480x640 batch 1, WORKSPACE.md, issue 17), as an
+inference-only process of ours should (`--onednn_frozen_weights 0` to time
+without). Never set it in a process that trains: the cached kernels would go
+stale.
 
 OpenMP: PyTorch's CPU threads spin-wait between parallel regions
 (OMP_WAIT_POLICY active by default); on a machine shared with other busy
@@ -72,6 +82,15 @@ def ours_worker(config, input_size, batches):
         prefix = name if backbones.index(name) == i else f"{name}_b"
         encoders.append(build_encoder(name, weights=None, input_size=input_size, prefix=prefix, seed=i))
     model = build_emlnet(encoders, output_mode="minmax")
+    import keras as _keras
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, _keras.layers.BatchNormalization):
+            statistics = _batch_norm_statistics(layer.moving_mean.shape[0])
+            for name, value in statistics.items():
+                variable = getattr(layer, name, None)
+                if variable is not None:
+                    variable.assign(value)
     runnables = {
         "float32": inference_model(model, "float32")[0],
         # a folded copy sharing no layer, so the float32 one stays float32
@@ -128,6 +147,13 @@ def torch_worker(config, input_size, batches, compile_model):
             return (fused - low) / (high - low + 1e-7)
 
     nchw = EMLNetTorch().eval()
+    with torch.no_grad():
+        for module in nchw.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                statistics = _batch_norm_statistics(module.num_features)
+                for name, attribute in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                                        ("moving_variance", "running_var")):
+                    getattr(module, attribute).copy_(torch.from_numpy(statistics[name]))
     channels_last = EMLNetTorch().eval().to(memory_format=torch.channels_last)
     channels_last.load_state_dict(nchw.state_dict())
     images = {b: torch.from_numpy(_images(b, input_size)).permute(0, 3, 1, 2).contiguous() for b in batches}
@@ -181,6 +207,29 @@ def _stub_torchvision():
             pass
 
     sys.meta_path.insert(0, Stub())
+
+
+_BATCH_NORM_RNG = []
+
+
+def _batch_norm_statistics(channels):
+    """Seeded trained-looking BatchNorm statistics, the same distribution on both sides.
+
+    Fresh BatchNorm layers (gamma 1, beta 0, mean 0, variance 1) fold into zero
+    biases, which TensorFlow's graph optimizer then deletes: that would time a
+    graph no trained model has.
+    """
+    import numpy as np
+
+    if not _BATCH_NORM_RNG:
+        _BATCH_NORM_RNG.append(np.random.default_rng(17))
+    rng = _BATCH_NORM_RNG[0]
+    return {
+        "gamma": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+        "beta": rng.normal(0, 0.1, channels).astype(np.float32),
+        "moving_mean": rng.normal(0, 0.1, channels).astype(np.float32),
+        "moving_variance": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+    }
 
 
 def _images(batch, input_size):
@@ -254,6 +303,8 @@ def main():
     parser.add_argument("--compile", action="store_true", help="Also time torch.compile (minutes to compile).")
     parser.add_argument("--ours_python", default=os.path.join(REPO_ROOT, ".venv", "bin", "python"),
                         help="Python of the project's venv (TensorFlow).")
+    parser.add_argument("--onednn_frozen_weights", type=int, default=1,
+                        help="1: the ours worker (inference only) runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1.")
     parser.add_argument("--omp_wait_policy", default="PASSIVE", help="OMP_WAIT_POLICY of the torch worker.")
     parser.add_argument("--out", help="Optional folder for results.json.")
     args = parser.parse_args()
@@ -270,6 +321,8 @@ def main():
     for config in args.configs.split(","):
         common = ["--configs", config, "--input_size", args.input_size, "--batch_sizes", args.batch_sizes]
         env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+        if args.onednn_frozen_weights:
+            env.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
         ours = Worker(args.ours_python, ["--worker", "ours", *common], env)
         peer = Worker(sys.executable, ["--worker", "torch", *common] + (["--compile"] if args.compile else []),
                       dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy))
@@ -288,7 +341,8 @@ def main():
             peer.close()
         print(f"\n{config} at {args.input_size}, median of {args.iterations} interleaved rounds; "
               f"CPU: {cpu}; load average {min(loads):.2f}-{max(loads):.2f}")
-        print(f"ours: precision auto -> {ours.info['auto']}; torch {peer.info}")
+        print(f"ours: precision auto -> {ours.info['auto']}, TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="
+              f"{env.get('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '0')}; torch {peer.info}")
         for batch in batches:
             rate = {key[:2]: batch / sorted(v)[len(v) // 2] for key, v in times.items() if key[2] == batch}
             for (side, variant), value in rate.items():
