@@ -139,6 +139,13 @@ def architecture_fingerprint(model):
     return digest.hexdigest()[:16]
 
 
+# Part of the cache key: raise it when what is measured changes, so older
+# choices are measured again. 2: bfloat16 candidates before it applied every
+# folded BatchNorm twice (`folding.fold_batch_norms(copy=True)`), so they
+# measured slower than they are.
+MEASUREMENT_VERSION = 2
+
+
 def measurement_key(model, input_size, batch_size, *, flags=None):
     """A dict naming everything a float32/bfloat16 timing depends on (the cache key)."""
     import tensorflow as tf
@@ -150,7 +157,8 @@ def measurement_key(model, input_size, batch_size, *, flags=None):
         cpus = os.cpu_count()
     return {"cpu": cpu_model(), "cpu_flags": sorted(flags & _SPEED_FLAGS), "cpus": cpus,
             "tensorflow": tf.__version__, "model": architecture_fingerprint(model),
-            "input_size": [int(v) for v in input_size], "batch_size": int(batch_size)}
+            "input_size": [int(v) for v in input_size], "batch_size": int(batch_size),
+            "measurement": MEASUREMENT_VERSION}
 
 
 def _key_digest(key):

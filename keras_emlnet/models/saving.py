@@ -22,6 +22,7 @@ SERIALIZABLE_MODULES = (
     "keras_emlnet.losses",  # a compiled model's loss
     "keras_emlnet.metrics.keras",  # ... its metrics
     "keras_emlnet.training.optimizers",  # ... its optimizer (TorchSGD)
+    "keras_emlnet.inference.folding",  # InferenceBatchNormalization, in a saved folded inference copy
 )
 
 

@@ -172,6 +172,18 @@ def test_the_key_follows_architecture_and_size_not_weights():
     assert precision.measurement_key(one_encoder, (32, 48), 1, flags=ZEN4)["model"] != key["model"]
 
 
+def test_choices_measured_by_an_older_measurement_are_measured_again(monkeypatch, tmp_path):
+    from keras_emlnet.testing import tiny_emlnet
+
+    cache = str(tmp_path / "auto_precision.json")
+    key = precision.measurement_key(tiny_emlnet((32, 48)), (32, 48), 1, flags=ZEN4)
+    precision.remember_choice(key, "bfloat16", "float32 2 s, bfloat16 1 s", cache_path=cache)
+    assert precision.cached_choice(key, cache_path=cache).precision == "bfloat16"
+    monkeypatch.setattr(precision, "MEASUREMENT_VERSION", precision.MEASUREMENT_VERSION + 1)
+    newer = precision.measurement_key(tiny_emlnet((32, 48)), (32, 48), 1, flags=ZEN4)
+    assert newer != key and precision.cached_choice(newer, cache_path=cache) is None
+
+
 def test_a_remembered_choice_builds_and_traces_only_the_winner(monkeypatch, tmp_path):
     from keras_emlnet.inference import predictor
     from keras_emlnet.testing import tiny_emlnet
