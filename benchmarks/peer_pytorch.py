@@ -70,8 +70,7 @@ def ours_worker(config, input_size, batches):
     import keras
     import tensorflow as tf
 
-    from keras_emlnet.inference.precision import choose_precision
-    from keras_emlnet.inference.predictor import inference_model
+    from keras_emlnet.inference.predictor import choose_inference_model, inference_model
     from keras_emlnet.models.emlnet import build_emlnet
     from keras_emlnet.models.encoder import build_encoder
 
@@ -101,8 +100,11 @@ def ours_worker(config, input_size, batches):
     for variant in OURS_VARIANTS:
         for b in batches:
             functions[variant](images[b]).numpy()  # trace + warm up
+    # What `auto` picks for this model here, measured as the predictor and the export measure it
+    # (batch 1, the worker's precision cache off), printed beside the timings of both precisions.
+    _, auto_choice, _ = choose_inference_model(model, "auto")
     _serve(lambda variant, b: _timed(lambda: functions[variant](images[b]).numpy()),
-           {"auto": str(choose_precision("auto"))})
+           {"auto": auto_choice.precision, "auto_reason": auto_choice.reason})
 
 
 def _folded_copy(model):
@@ -320,7 +322,8 @@ def main():
     cpu = describe_cpu()
     for config in args.configs.split(","):
         common = ["--configs", config, "--input_size", args.input_size, "--batch_sizes", args.batch_sizes]
-        env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+        # An empty precision cache: `auto` measures in this run, not a choice stored earlier.
+        env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2", EMLNET_PRECISION_CACHE="")
         if args.onednn_frozen_weights:
             env.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
         ours = Worker(args.ours_python, ["--worker", "ours", *common], env)
@@ -341,8 +344,8 @@ def main():
             peer.close()
         print(f"\n{config} at {args.input_size}, median of {args.iterations} interleaved rounds; "
               f"CPU: {cpu}; load average {min(loads):.2f}-{max(loads):.2f}")
-        print(f"ours: precision auto -> {ours.info['auto']}, TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="
-              f"{env.get('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '0')}; torch {peer.info}")
+        print(f"ours: precision auto -> {ours.info['auto']} ({ours.info['auto_reason']}), "
+              f"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS={env.get('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '0')}; torch {peer.info}")
         for batch in batches:
             rate = {key[:2]: batch / sorted(v)[len(v) // 2] for key, v in times.items() if key[2] == batch}
             for (side, variant), value in rate.items():
@@ -353,6 +356,9 @@ def main():
                 "ours_float32_over_best_torch_float32": rate[("ours", "float32")] / best_torch_f32,
                 "ours_best_over_best_torch": max(rate[("ours", v)] for v in OURS_VARIANTS) / best_torch,
             }
+            faster = max(OURS_VARIANTS, key=lambda v: rate[("ours", v)])
+            ratios["auto_picked_the_faster"] = ours.info["auto"] == faster
+            print(f"  batch {batch}  auto picked {ours.info['auto']}; the faster here: {faster}")
             print(f"  batch {batch}  ours float32 / best PyTorch float32: "
                   f"{ratios['ours_float32_over_best_torch_float32']:.2f}x; ours best / PyTorch best: "
                   f"{ratios['ours_best_over_best_torch']:.2f}x")
