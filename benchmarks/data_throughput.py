@@ -14,9 +14,15 @@ geometry, targets, flips, batching) at 480x640, batch 8. Three input paths:
   fixations parsed once when listing);
 - ``shards``: `build_dataset` over the folder's TFRecord shards.
 
-Targets (issue 16): shards >= 3x the folder's images/s per core, and 2 cores
->= 1.7x one core. Also printed: how many such cores a GPU would need at an
-assumed consumption (`--gpu_images_per_s`, see its help).
+Targets (issue 16), printed as "target 1" and "target 2": shards >= 3x the
+folder pipeline's images/s per core, read against the folder pipeline as it
+was before issue 16 (the ``numpy_function`` row: the ``folder`` row is the
+in-graph pipeline too now, so shards / folder is printed without a target),
+and shards on 2 cores >= 1.7x shards on 1 core. The baseline resizes through
+the library's current `geometry.tf_image_to_model` (which skips an identity
+resize), so the ratio credits the in-graph decoding only. Also printed: how
+many such cores a GPU would need at an assumed consumption
+(`--gpu_images_per_s`, see its help).
 
     python benchmarks/data_throughput.py                      # SALICON-size synthetic data
     python benchmarks/data_throughput.py --num_images 16 --input_size 96x128 --image_size 120x160 --rounds 1  # smoke
@@ -196,17 +202,21 @@ def main(argv):
                "config": {k: FLAGS[k].value for k in ("dataset", "data_dir", "num_images", "image_size",
                                                        "input_size", "batch_size", "rounds", "num_shards")}}
     if "shards" in FLAGS.paths:
-        for baseline in ("numpy_function", "folder"):
-            if baseline in FLAGS.paths:
-                ratio = cells[("shards", 1)]["images_per_s"] / cells[(baseline, 1)]["images_per_s"]
-                results[f"shards_vs_{baseline}_per_core"] = ratio
-                print(f"  shards / {baseline}, per core: {ratio:.2f}x (target >= {SHARDS_TARGET:g}x: "
-                      f"{'MEETS' if ratio >= SHARDS_TARGET else 'MISSES'})")
+        if "numpy_function" in FLAGS.paths:
+            ratio = cells[("shards", 1)]["images_per_s"] / cells[("numpy_function", 1)]["images_per_s"]
+            results["shards_vs_numpy_function_per_core"] = ratio
+            print(f"  target 1: shards (in-graph) / the pre-issue-16 folder pipeline (numpy_function row), "
+                  f"images/s on 1 core: {ratio:.2f}x (>= {SHARDS_TARGET:g}x: "
+                  f"{'MEETS' if ratio >= SHARDS_TARGET else 'MISSES'})")
+        if "folder" in FLAGS.paths:
+            ratio = cells[("shards", 1)]["images_per_s"] / cells[("folder", 1)]["images_per_s"]
+            results["shards_vs_folder_per_core"] = ratio
+            print(f"  (no target) shards / folder, both decoded in-graph now, 1 core: {ratio:.2f}x")
         if len(core_sets) > 1:
             scaling = cells[("shards", 2)]["images_per_s"] / cells[("shards", 1)]["images_per_s"]
             results["shards_2_cores_vs_1"] = scaling
-            print(f"  shards, 2 cores / 1 core: {scaling:.2f}x (target >= {SCALING_TARGET:g}x: "
-                  f"{'MEETS' if scaling >= SCALING_TARGET else 'MISSES'})")
+            print(f"  target 2: shards images/s on 2 pinned cores / on 1 core: {scaling:.2f}x "
+                  f"(>= {SCALING_TARGET:g}x: {'MEETS' if scaling >= SCALING_TARGET else 'MISSES'})")
     print(f"  peak RSS per cell: {max(c['peak_rss_mib'] for c in cells.values()):.0f} MiB at most")
     if FLAGS.out:
         atomic_files.write_json_atomic(os.path.join(FLAGS.out, "results.json"), results)

@@ -56,3 +56,12 @@ def test_fixations_to_model_equals_the_numpy_geometry(rng, mode, original):
     expected = geometry.make_geometry(original, input_size, mode).fixations_to_model(rows, cols)
     got = geometry.tf_fixations_to_model(tf.constant(rows), tf.constant(cols), tf.constant(original), input_size, mode)
     np.testing.assert_array_equal(got.numpy(), expected.astype(np.float32))
+
+
+def test_interleave_is_stack_on_the_last_axis_bit_for_bit(rng):
+    first = rng.standard_normal((5, 7)).astype(np.float32)
+    second = (rng.uniform(size=(5, 7)) < 0.3).astype(np.float32)
+    first[0, :3] = [0.0, -0.0, np.float32(1e-42)]  # signed zero and a subnormal survive
+    got = decoding.tf_interleave(tf.constant(first), tf.constant(second)).numpy()
+    assert got.dtype == np.float32 and got.shape == (5, 7, 2)
+    np.testing.assert_array_equal(got.view(np.uint32), np.stack([first, second], axis=-1).view(np.uint32))

@@ -55,6 +55,21 @@ def test_targets_match_independent_computation(generated_datasets, name):
         np.testing.assert_allclose(target[..., 0], density / density.sum(), atol=1e-6)
 
 
+def test_images_at_the_model_size_are_the_decoded_pixels_exactly(generated_datasets):
+    # SALICON's images have the model size (480x640 in the paper; the generated ones 48x64
+    # here): the pipeline skips the identity resize, and its images equal the NumPy
+    # reader's bit for bit (the decoded uint8 pixels), its targets the reader's.
+    root = generated_datasets["salicon"]
+    size = (48, 64)  # the generated SALICON images' size (tests/conftest.py)
+    images, y_true = _arrays(build_dataset("salicon", root, "train", input_size=size, batch_size=3))
+    samples = list(iter_eval_samples("salicon", root, "train", input_size=size))
+    assert len(samples) == len(images) and samples[0].density_original.shape == size
+    for sample, image, target in zip(samples, images, y_true):
+        np.testing.assert_array_equal(image, sample.image_model)
+        np.testing.assert_array_equal(target[..., 1], sample.fixation_original)
+        np.testing.assert_allclose(target[..., 0], sample.density_original, rtol=1e-5, atol=1e-9)
+
+
 def test_mit1003_is_padded_to_4_3(generated_datasets):
     root = generated_datasets["mit1003"]
     images, y_true = _arrays(build_dataset("mit1003", root, "all", input_size=SIZE, batch_size=16))

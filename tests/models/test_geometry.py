@@ -184,6 +184,37 @@ def test_tf_functions_match_numpy_in_a_graph(original, mode, rng):
     np.testing.assert_allclose(back, g.map_to_original(saliency), atol=1e-5)
 
 
+@pytest.mark.parametrize("original, mode", [((24, 32), "resize"), ((24, 32), "pad_to_4_3"),
+                                            ((18, 32), "pad_to_4_3"), ((24, 30), "pad_to_4_3")])
+@pytest.mark.parametrize("antialias", [True, False])
+def test_dynamic_model_size_input_skips_the_resize_and_equals_numpy_exactly(original, mode, antialias, rng):
+    # (24, 32) is the model size, or becomes it when padded: the resize is the identity,
+    # which tf_image_to_model skips at run time. The values equal the NumPy Geometry's
+    # and tf.image.resize's (what the skipped resize gave) bit for bit.
+    image = rng.integers(0, 256, original + (3,)).astype(np.uint8)
+    g = make_geometry(original, (24, 32), mode)
+    assert g.padded_size == (24, 32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    def to_model(x):
+        return geometry.tf_image_to_model(x, (24, 32), mode, antialias=antialias)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
+    def resize(x):
+        return tf.image.resize(x, (24, 32), method="bilinear", antialias=antialias)
+
+    got = to_model(image)
+    assert got.shape == (24, 32, 3) and to_model.get_concrete_function().structured_outputs.shape == (24, 32, 3)
+    padded = np.pad(image, [g.padding[:2], g.padding[2:], (0, 0)]).astype(np.float32)
+    np.testing.assert_array_equal(got.numpy(), g.image_to_model(image, antialias=antialias))
+    np.testing.assert_array_equal(got.numpy(), resize(padded).numpy())
+    # Another size still resizes (static result shape kept).
+    other = rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)
+    np.testing.assert_allclose(to_model(other).numpy(),
+                               make_geometry((30, 40), (24, 32), mode).image_to_model(other, antialias=antialias),
+                               atol=2e-3)
+
+
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="mode"):
         make_geometry((10, 10), (8, 8), "crop")
