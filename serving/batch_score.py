@@ -61,11 +61,9 @@ def define_flags(flag_values=FLAGS):
 
 def main(argv):
     del argv
-    from keras_emlnet.inference.inference_process import mark_inference_only_process
     from keras_emlnet.inference.progress import ThroughputProgress
     from serving.batch.scoring import score_collection, summary_path
 
-    mark_inference_only_process()  # before any convolution runs
     config = cli.config_from_flags(ScoreConfig)
     verbose = cli.verbosity_from_flags()
 

@@ -2,6 +2,5 @@
 
 `predictor` loads either kind of model behind one interface (used by evaluation and batch scoring),
 `folding` folds BatchNorms into convolutions, `precision` picks float32 or bfloat16 for the hardware,
-`inference_process` sets what only an inference-only process may (oneDNN weight caching),
 `visualize` draws overlays, `progress` reports throughput.
 """

@@ -100,9 +100,6 @@ def model_overrides(flag_values=FLAGS):
 
 def main(argv):
     del argv
-    from keras_emlnet.inference.inference_process import mark_inference_only_process
-
-    mark_inference_only_process()  # before any model is loaded and run
     config = cli.config_from_flags(ServerConfig, overrides=model_overrides())
     logging.info("server config: %s", dataclasses.asdict(config))
     stopping = threading.Event()
