@@ -178,8 +178,8 @@ def _is_functional(model):
     return isinstance(model, _functional_class())
 
 
-def _find_pairs(model, pairs, report):
-    """Fills `pairs` {id(BatchNorm): (BatchNorm, conv)} for every foldable BatchNorm, nested models included."""
+def _graph_counts(model):
+    """(nodes, readers per tensor id, calls per layer id) of one functional model's own graph."""
     consumers = collections.Counter()
     nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
     for node in nodes:
@@ -188,6 +188,12 @@ def _find_pairs(model, pairs, report):
     for tensor in model.outputs:
         consumers[id(tensor)] += 1
     calls = collections.Counter(id(node.operation) for node in nodes)
+    return nodes, consumers, calls
+
+
+def _find_pairs(model, pairs, report):
+    """Fills `pairs` {id(BatchNorm): (BatchNorm, conv)} for every foldable BatchNorm, nested models included."""
+    nodes, consumers, calls = _graph_counts(model)
     for node in nodes:
         layer = node.operation
         if _is_functional(layer):
@@ -217,14 +223,7 @@ def _find_bias_merges(model, pairs, donors, after_add):
     {id(Add): [convs]}, a `Rescaling` offset). Same outputs within rounding.
     """
     folded_bns = {id(bn): conv for bn, conv in pairs.values()}
-    consumers = collections.Counter()
-    nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
-    for node in nodes:
-        for tensor in node.input_tensors:
-            consumers[id(tensor)] += 1
-    for tensor in model.outputs:
-        consumers[id(tensor)] += 1
-    calls = collections.Counter(id(node.operation) for node in nodes)
+    nodes, consumers, calls = _graph_counts(model)
     for node in nodes:
         layer = node.operation
         if _is_functional(layer):
