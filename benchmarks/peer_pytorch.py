@@ -18,8 +18,10 @@ The two sides run the same architecture on the same images with random
 weights of their own (the weights are not transferred), and every BatchNorm
 gets seeded trained-looking statistics of the same distribution on both sides
 (`_batch_norm_statistics`; fresh ones fold into zero biases that TensorFlow
-deletes, which would flatter ours); outputs are not compared here; `tests/models` checks the Keras backbones against PyTorch
-forwards where weights are converted.
+deletes, which would flatter ours); outputs are not compared here;
+`tests/models` checks the Keras backbones against PyTorch forwards where
+weights are converted (DenseNet-161, ResNet-50; not NASNet, which has no
+converter).
 
 oneDNN weight caching: with --onednn_frozen_weights 1 the ours worker runs
 with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (oneDNN keeps each convolution's
@@ -45,12 +47,30 @@ stubs the `torchvision` package out before importing timm.
     .venv-peer/bin/python benchmarks/peer_pytorch.py --configs demo --input_size 96x128 --iterations 2
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+
+from absl import app, flags
+
+flags.DEFINE_enum("worker", None, ["ours", "torch"], "Internal: run as that worker process.")
+flags.DEFINE_string("configs", "nasnet+densenet161,resnet50x2", "Configurations to time (comma separated).")
+flags.DEFINE_string("input_size", "480x640", "Input size HxW.")
+flags.DEFINE_string("batch_sizes", "1,8", "Batch sizes (comma separated).")
+flags.DEFINE_integer("iterations", 3, "Timed rounds (median).", lower_bound=1)
+flags.DEFINE_bool("compile", False, "Also time torch.compile (minutes to compile).")
+flags.DEFINE_string("ours_python", None, "Python of the project's venv (TensorFlow); default .venv/bin/python.")
+flags.DEFINE_integer("onednn_frozen_weights", 0,
+                     "1: the ours worker runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (~3.5 % faster, but no CLI "
+                     "sets it: it gives eager convolutions wrong filters, WORKSPACE.md).")
+flags.DEFINE_string("omp_wait_policy", "PASSIVE", "OMP_WAIT_POLICY of the torch worker.")
+flags.DEFINE_string("out", None, "Optional folder for results.json.")
+FLAGS = flags.FLAGS
+# The flags recorded in results.json (the configuration the run used).
+_SETTINGS = ("configs", "input_size", "batch_sizes", "iterations", "compile", "onednn_frozen_weights",
+             "omp_wait_policy")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
@@ -294,47 +314,34 @@ def describe_cpu():
     return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(w for w in wanted if w in flags)}"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--worker", choices=["ours", "torch"])
-    parser.add_argument("--configs", default="nasnet+densenet161,resnet50x2")
-    parser.add_argument("--input_size", default="480x640")
-    parser.add_argument("--batch_sizes", default="1,8")
-    parser.add_argument("--iterations", type=int, default=3, help="Timed rounds (median).")
-    parser.add_argument("--compile", action="store_true", help="Also time torch.compile (minutes to compile).")
-    parser.add_argument("--ours_python", default=os.path.join(REPO_ROOT, ".venv", "bin", "python"),
-                        help="Python of the project's venv (TensorFlow).")
-    parser.add_argument("--onednn_frozen_weights", type=int, default=0,
-                        help="1: the ours worker runs with TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 (~3.5 %% faster, but "
-                             "no CLI sets it: it gives eager convolutions wrong filters, WORKSPACE.md).")
-    parser.add_argument("--omp_wait_policy", default="PASSIVE", help="OMP_WAIT_POLICY of the torch worker.")
-    parser.add_argument("--out", help="Optional folder for results.json.")
-    args = parser.parse_args()
-    input_size = tuple(int(v) for v in args.input_size.split("x"))
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    if args.worker:
-        config = args.configs
-        if args.worker == "ours":
+def main(argv):
+    del argv
+    ours_python = FLAGS.ours_python or os.path.join(REPO_ROOT, ".venv", "bin", "python")
+    input_size = tuple(int(v) for v in FLAGS.input_size.split("x"))
+    batches = [int(b) for b in FLAGS.batch_sizes.split(",")]
+    if FLAGS.worker:
+        config = FLAGS.configs
+        if FLAGS.worker == "ours":
             return ours_worker(config, input_size, batches)
-        return torch_worker(config, input_size, batches, args.compile)
+        return torch_worker(config, input_size, batches, FLAGS.compile)
 
     results = []
     cpu = describe_cpu()
-    for config in args.configs.split(","):
-        common = ["--configs", config, "--input_size", args.input_size, "--batch_sizes", args.batch_sizes]
+    for config in FLAGS.configs.split(","):
+        common = ["--configs", config, "--input_size", FLAGS.input_size, "--batch_sizes", FLAGS.batch_sizes]
         # An empty precision cache: `auto` measures in this run, not a choice stored earlier.
         env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2", EMLNET_PRECISION_CACHE="")
-        if args.onednn_frozen_weights:
+        if FLAGS.onednn_frozen_weights:
             env.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
-        ours = Worker(args.ours_python, ["--worker", "ours", *common], env)
-        peer = Worker(sys.executable, ["--worker", "torch", *common] + (["--compile"] if args.compile else []),
-                      dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy))
+        ours = Worker(ours_python, ["--worker", "ours", *common], env)
+        peer = Worker(sys.executable, ["--worker", "torch", *common] + (["--compile"] if FLAGS.compile else []),
+                      dict(os.environ, OMP_WAIT_POLICY=FLAGS.omp_wait_policy))
         try:
             plan = [(ours, "ours", v) for v in OURS_VARIANTS] + [(peer, "torch", v) for v in TORCH_VARIANTS]
-            if args.compile:
+            if FLAGS.compile:
                 plan.append((peer, "torch", COMPILE_VARIANT))
             times, loads = {}, []
-            for _ in range(args.iterations):
+            for _ in range(FLAGS.iterations):
                 for batch in batches:
                     for worker, side, variant in plan:
                         times.setdefault((side, variant, batch), []).append(worker.run(variant, batch))
@@ -342,7 +349,7 @@ def main():
         finally:
             ours.close()
             peer.close()
-        print(f"\n{config} at {args.input_size}, median of {args.iterations} interleaved rounds; "
+        print(f"\n{config} at {FLAGS.input_size}, median of {FLAGS.iterations} interleaved rounds; "
               f"CPU: {cpu}; load average {min(loads):.2f}-{max(loads):.2f}")
         print(f"ours: precision auto -> {ours.info['auto']} ({ours.info['auto_reason']}), "
               f"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS={env.get('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS', '0')}; torch {peer.info}")
@@ -364,13 +371,15 @@ def main():
                   f"{ratios['ours_best_over_best_torch']:.2f}x")
             results.append({"config": config, "batch": batch, "images_per_s": {" ".join(k): v for k, v in rate.items()},
                             "ratios": ratios})
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "results.json.tmp"), "w") as f:
-            json.dump({"cpu": cpu, "args": vars(args), "results": results}, f, indent=1)
-        os.replace(os.path.join(args.out, "results.json.tmp"), os.path.join(args.out, "results.json"))
+    if FLAGS.out:
+        os.makedirs(FLAGS.out, exist_ok=True)
+        with open(os.path.join(FLAGS.out, "results.json.tmp"), "w") as f:
+            settings = {name: FLAGS[name].value for name in _SETTINGS}
+            json.dump({"cpu": cpu, "args": dict(settings, ours_python=ours_python), "results": results}, f,
+                      indent=1)
+        os.replace(os.path.join(FLAGS.out, "results.json.tmp"), os.path.join(FLAGS.out, "results.json"))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

@@ -298,7 +298,8 @@ def main(argv):
     model = load_model()
     with tempfile.TemporaryDirectory(prefix="serving_load_") as work:
         export_base = os.path.join(work, "emlnet")
-        model_name, export_s, record = export_model(model, export_base, precision=FLAGS.precision)
+        model_name, export_s, record = export_model(model, export_base, precision=FLAGS.precision,
+                                                     max_batch_size=FLAGS.max_batch_size)
         print(f"export: {export_s:.1f} s ({record['precision']}: {record['precision_reason']})")
         baseline_base = os.path.join(work, "baseline")
         if FLAGS.baseline:

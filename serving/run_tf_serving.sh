@@ -6,7 +6,9 @@
 #   TF_SERVING_IMAGE=tensorflow/serving:2.21.0-gpu bash serving/run_tf_serving.sh
 #
 # Export first:  python -m serving.export --model runs/emlnet/emlnet.keras \
-#                    --export_base exports/emlnet --version 1
+#                    --export_base exports/emlnet --version 1 --max_batch_size 8
+# (8: the max_batch_size of serving/batching_parameters.txt, so precision auto
+# is measured at the batch sizes this server runs.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE="${TF_SERVING_IMAGE:-tensorflow/serving:2.21.0}"

@@ -21,7 +21,10 @@ resolves to (the test suite sets float32 so its exact-equality checks hold
 on any machine; a fleet can pin one precision for all its machines).
 
 Where a caller can afford to time both (a benchmark, a long batch run) it
-passes `measure`, and the faster measured precision wins over the rule.
+passes `measure`, and the faster measured precision wins over the rule. A
+caller running batches of several sizes (an export for a batching server)
+uses `choose_precision_by_batch`: bfloat16 from the batch size where it
+starts to win, float32 below.
 Every choice carries its reason, which the CLIs log and record.
 
 A measurement is remembered (`cache_key`): the winner is stored in a small
@@ -57,13 +60,30 @@ _SPEED_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"
 
 @dataclasses.dataclass(frozen=True)
 class PrecisionChoice:
-    """The precision picked and why."""
+    """The precision picked and why.
+
+    Attributes:
+        precision: the compute precision (of batches below
+            `bfloat16_from_batch` where that is set).
+        reason: what decided it.
+        bfloat16_from_batch: None, or the batch size from which bfloat16
+            measured faster (`choose_precision_by_batch`): batches of at least
+            this many images compute in bfloat16.
+    """
 
     precision: str
     reason: str
+    bfloat16_from_batch: int = None
+
+    @property
+    def description(self):
+        """E.g. "float32", or "float32 below batch 4, bfloat16 from 4"."""
+        if self.bfloat16_from_batch is None:
+            return self.precision
+        return f"{self.precision} below batch {self.bfloat16_from_batch}, bfloat16 from {self.bfloat16_from_batch}"
 
     def __str__(self):
-        return f"{self.precision} ({self.reason})"
+        return f"{self.description} ({self.reason})"
 
 
 def cpu_flags(cpuinfo="/proc/cpuinfo"):
@@ -259,3 +279,57 @@ def choose_precision(precision=AUTO, *, flags=None, gpus=None, measure=None, cac
         return PrecisionChoice("float32", "auto: the CPU lists avx512_bf16 without AMX and nothing was "
                                           "measured; float32 keeps maps exact")
     return PrecisionChoice("float32", "auto: the CPU lists no amx_bf16/avx512_bf16, bfloat16 would be emulated")
+
+
+def choose_precision_by_batch(measure, max_batch_size, *, cache_key_for=None, cache_path=None):
+    """`auto` for a caller running batches of 1 to `max_batch_size` images (a server batching requests).
+
+    bfloat16 can lose at batch 1 and win at batch 8 (NASNet + DenseNet at
+    96x128 on Zen 4: 0.64x, then 1.63x float32's speed). Both precisions are
+    measured at 1 and at `max_batch_size` (`choose_precision` with `measure`,
+    each size cached under its own key); where float32 wins at 1 and bfloat16
+    at `max_batch_size`, the powers of two between are bisected for the
+    smallest batch from which bfloat16 wins, and the choice says
+    "float32 below batch n, bfloat16 from n".
+
+    Args:
+        measure: callable (precision, batch_size) -> seconds per image.
+        max_batch_size: the largest batch the caller runs.
+        cache_key_for: optional callable batch_size -> `measurement_key`.
+        cache_path: the cache file (default `precision_cache_path()`).
+
+    Returns:
+        A PrecisionChoice; `bfloat16_from_batch` set only for a crossover.
+    """
+    max_batch_size = int(max_batch_size)
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    choices = {}
+
+    def choice_at(batch_size):
+        if batch_size not in choices:
+            choices[batch_size] = choose_precision(
+                AUTO, measure=lambda name: measure(name, batch_size), cache_path=cache_path,
+                cache_key=cache_key_for(batch_size) if cache_key_for else None)
+        return choices[batch_size]
+
+    smallest, largest = choice_at(1), choice_at(max_batch_size)
+    if smallest.precision == largest.precision or max_batch_size == 1:
+        return smallest if max_batch_size == 1 else PrecisionChoice(
+            smallest.precision, f"batch 1: {smallest.reason}; batch {max_batch_size}: {largest.reason}")
+    if smallest.precision == "bfloat16":
+        # Not seen on any machine: keep the exact precision rather than guess a rule.
+        return PrecisionChoice("float32", f"bfloat16 faster at batch 1 but not at {max_batch_size}, float32 "
+                                          f"throughout; batch 1: {smallest.reason}; batch {max_batch_size}: "
+                                          f"{largest.reason}")
+    sizes = sorted({1, max_batch_size} | {2 ** k for k in range(1, max_batch_size.bit_length())
+                                          if 2 ** k < max_batch_size})
+    low, high = 0, len(sizes) - 1  # float32 wins at sizes[low], bfloat16 at sizes[high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if choice_at(sizes[middle]).precision == "bfloat16":
+            high = middle
+        else:
+            low = middle
+    reasons = "; ".join(f"batch {size}: {choices[size].reason}" for size in sorted(choices))
+    return PrecisionChoice("float32", reasons, bfloat16_from_batch=sizes[high])

@@ -26,6 +26,7 @@ one map back to its image's original size (`postprocess.tf_to_original_size`).
   reduced precisions are refused.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -173,6 +174,26 @@ def set_compute_precision(model, precision):
     for layer in model._flatten_layers(include_self=True, recursive=True):
         layer.dtype_policy = policy
     return model
+
+
+@contextlib.contextmanager
+def compute_precision(model, precision):
+    """Within the block every layer of `model` computes in `precision`; then each gets its own policy back.
+
+    What is traced meanwhile (a tf.function's concrete function) keeps that
+    precision, over `model`'s own variables: one model traced in float32 and
+    in bfloat16 needs no second copy of its weights.
+    """
+    layers = list(model._flatten_layers(include_self=True, recursive=True))
+    policies = [layer.dtype_policy for layer in layers]
+    policy = "float32" if precision == "float32" else _MIXED_POLICY[precision]
+    for layer in layers:
+        layer.dtype_policy = policy
+    try:
+        yield model
+    finally:
+        for layer, policy in zip(layers, policies):
+            layer.dtype_policy = policy
 
 
 def inference_model(model, precision=AUTO, *, fold_batch_norms=True):

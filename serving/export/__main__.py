@@ -36,6 +36,12 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
                       "Compute precision fixed in the SavedModel: auto = bfloat16 only where this machine "
                       "computes it faster (see keras_emlnet.inference.precision).", flag_values=flag_values)
+    flags.DEFINE_integer("max_batch_size", 1,
+                         "Largest batch the server will run: 1 without batching (TF Serving's default), else its "
+                         "batching max_batch_size (8 in serving/batching_parameters.txt). auto measures at 1 and "
+                         "at this size; where bfloat16 is faster only for larger batches, it computes those in "
+                         "bfloat16 and smaller ones in float32.",
+                         lower_bound=1, flag_values=flag_values)
     flags.DEFINE_bool("fold_batch_norms", True, "Export with BatchNorm folded into the convolutions before it.",
                       flag_values=flag_values)
 

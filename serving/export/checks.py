@@ -55,8 +55,9 @@ def encode_image(image, image_format="PNG"):
     return buffer.getvalue()
 
 
-def warmup_requests(images, model_name):
-    """PredictionLogs: every image as bytes (mixed sizes, PNG and JPEG) and each as uint8."""
+def warmup_requests(images, model_name, batch_sizes=()):
+    """PredictionLogs: every image as bytes (mixed sizes, PNG and JPEG), each as uint8, then one
+    ``serving_default`` request of each of `batch_sizes` images (the images repeated)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
     from tensorflow_serving.apis import prediction_log_pb2
@@ -75,6 +76,10 @@ def warmup_requests(images, model_name):
     logs = [log(saliency_module.SERVING_DEFAULT, saliency_module.IMAGE_BYTES, np.array(encoded, dtype=object))]
     for image in images:
         logs.append(log(saliency_module.PREDICT_IMAGES, saliency_module.IMAGES, image[np.newaxis]))
+    for batch_size in batch_sizes:
+        repeated = [encoded[i % len(encoded)] for i in range(batch_size)]
+        logs.append(log(saliency_module.SERVING_DEFAULT, saliency_module.IMAGE_BYTES,
+                        np.array(repeated, dtype=object)))
     return logs
 
 
@@ -101,28 +106,43 @@ def reference_map(model, image):
     return np.asarray(restored)[..., 0]
 
 
-def check_parity(saved_model_dir, model, images, *, tolerance):
+def check_parity(saved_model_dir, model, images, *, tolerance, reduced_from_batch=None, reduced_tolerance=None):
     """Reloads the SavedModel and compares both signatures with the Keras model.
 
+    Args:
+        saved_model_dir: the SavedModel.
+        model: the float32 Keras model.
+        images: uint8 RGB images of several sizes.
+        tolerance: largest allowed max |SavedModel - Keras| / max |Keras|.
+        reduced_from_batch: None, or the batch size from which the SavedModel
+            computes in bfloat16 (1: always): those batches are held to
+            `reduced_tolerance`, and with a crossover above 1
+            ``predict_model_size`` also runs batches of
+            `reduced_from_batch` - 1 and `reduced_from_batch` images, so both
+            sides of it are checked.
+        reduced_tolerance: the tolerance of bfloat16 batches.
+
     Returns:
-        {"max_abs_diff", "max_relative_diff", "tolerance", "images"}.
+        {"max_abs_diff", "max_relative_diff", "tolerance", "images",
+        "max_relative_diff_by_batch" ({batch size: worst relative diff}),
+        "reduced_from_batch", "reduced_tolerance"}.
 
     Raises:
-        ExportParityError: a map differs by more than `tolerance` (relative to
-            the reference's largest magnitude), a size or the padding is
-            wrong, or an exposed attribute does not match the model.
+        ExportParityError: a map differs by more than its batch's tolerance
+            (relative to the reference's largest magnitude), a size or the
+            padding is wrong, or an exposed attribute does not match the model.
     """
     import tensorflow as tf
 
     loaded = tf.saved_model.load(saved_model_dir)
     _check_attributes(loaded, model)
-    references, model_size_batch, model_size_want = _references(model, images)
+    references, model_size_batch, model_size_want, model_inputs, model_input_maps = _references(model, images)
 
     encoded = np.array([encode_image(image) for image in images], dtype=object)
     by_bytes = loaded.signatures[saliency_module.SERVING_DEFAULT](
         **{saliency_module.IMAGE_BYTES: tf.constant(encoded)}
     )
-    candidates = []
+    candidates = []  # (name, batch size, SavedModel map, Keras map)
     for i, image in enumerate(images):
         h, w = image.shape[:2]
         if (int(by_bytes["height"][i]), int(by_bytes["width"][i])) != (h, w):
@@ -134,37 +154,50 @@ def check_parity(saved_model_dir, model, images, *, tolerance):
         outside = np.concatenate([padded[h:].ravel(), padded[:, w:].ravel()])
         if np.any(outside != saliency_module.PADDING_VALUE):
             raise ExportParityError(f"serving_default padding of image {i} is not {saliency_module.PADDING_VALUE}")
-        candidates.append((f"serving_default image {i}", padded[:h, :w], references[i]))
+        candidates.append((f"serving_default image {i}", len(images), padded[:h, :w], references[i]))
         by_array = loaded.signatures[saliency_module.PREDICT_IMAGES](
             **{saliency_module.IMAGES: tf.constant(image[np.newaxis])}
         )
-        candidates.append((f"predict_images image {i}", by_array["saliency"][0].numpy(), references[i]))
+        candidates.append((f"predict_images image {i}", 1, by_array["saliency"][0].numpy(), references[i]))
 
     candidates.extend(_model_size_candidates(loaded, model_size_batch, model_size_want))
+    if reduced_from_batch is not None and reduced_from_batch > 1:
+        for batch_size in sorted({max(1, reduced_from_batch - 1), reduced_from_batch}):
+            index = [i % len(model_inputs) for i in range(batch_size)]
+            candidates.extend(_model_size_candidates(loaded, model_inputs[index], model_input_maps[index]))
 
-    worst_abs, worst_rel, worst_name = 0.0, 0.0, None
-    for name, got, want in candidates:
+    def tolerance_of(batch_size):
+        reduced = reduced_from_batch is not None and batch_size >= reduced_from_batch
+        return reduced_tolerance if reduced else tolerance
+
+    worst_abs, worst_rel, by_batch = 0.0, 0.0, {}
+    for name, batch_size, got, want in candidates:
         if got.shape != want.shape:
             raise ExportParityError(f"{name}: map shape {got.shape}, Keras gives {want.shape}")
         diff = float(np.max(np.abs(got.astype(np.float64) - want)))
         relative = diff / max(float(np.max(np.abs(want))), 1e-30)
+        if not relative <= tolerance_of(batch_size):  # also catches NaN
+            raise ExportParityError(
+                f"{saved_model_dir}: {name} (a batch of {batch_size}) differs from the Keras model by {diff:.3g} "
+                f"({relative:.3g} relative to its largest value; tolerance {tolerance_of(batch_size)})"
+            )
+        by_batch[batch_size] = max(by_batch.get(batch_size, 0.0), relative)
         if relative >= worst_rel:
-            worst_abs, worst_rel, worst_name = diff, relative, name
-    if not worst_rel <= tolerance:  # also catches NaN
-        raise ExportParityError(
-            f"{saved_model_dir}: {worst_name} differs from the Keras model by {worst_abs:.3g} "
-            f"({worst_rel:.3g} relative to its largest value; tolerance {tolerance})"
-        )
+            worst_abs, worst_rel = diff, relative
     return {
         "max_abs_diff": worst_abs,
         "max_relative_diff": worst_rel,
         "tolerance": tolerance,
         "images": [list(image.shape[:2]) for image in images],
+        "max_relative_diff_by_batch": {str(size): value for size, value in sorted(by_batch.items())},
+        "reduced_from_batch": reduced_from_batch,
+        "reduced_tolerance": reduced_tolerance if reduced_from_batch is not None else None,
     }
 
 
 def _references(model, images):
-    """(per-image reference maps, off-grid model-size batch, its Keras maps) from one Keras call.
+    """(per-image reference maps, off-grid model-size batch, its Keras maps, the images' model
+    inputs, their Keras maps) from one Keras call.
 
     The same as `reference_map` per image (`predict_map`: geometry → model →
     original size), with every image's model input and the off-grid copies
@@ -191,11 +224,11 @@ def _references(model, images):
         for i, image in enumerate(images)
     ]
     off_grid_batch = np.stack(off_grid) if off_grid else None
-    return references, off_grid_batch, maps[len(images):]
+    return references, off_grid_batch, maps[len(images):], batch[:len(images)], maps[:len(images)]
 
 
 def _model_size_candidates(loaded, batch, want):
-    """(name, SavedModel maps, Keras maps) of `predict_model_size` on the off-grid model-size images."""
+    """(name, batch size, SavedModel map, Keras map) of `predict_model_size` on one batch of model-size images."""
     import tensorflow as tf
 
     if batch is None:
@@ -204,7 +237,8 @@ def _model_size_candidates(loaded, batch, want):
     if function is None:
         raise ExportParityError(f"the SavedModel has no {saliency_module.PREDICT_MODEL_SIZE!r} function")
     got = function(tf.constant(batch)).numpy()
-    return [(f"{saliency_module.PREDICT_MODEL_SIZE} image {i}", got[i], want[i]) for i in range(len(batch))]
+    return [(f"{saliency_module.PREDICT_MODEL_SIZE} image {i}", len(batch), got[i], want[i])
+            for i in range(len(batch))]
 
 
 def _check_attributes(loaded, model):

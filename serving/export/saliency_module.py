@@ -32,6 +32,10 @@ Each image goes through the model's own geometry (`resize_mode`,
 with `keras_emlnet.models.postprocess.tf_to_original_size` (re-normalised for the
 output mode at the original size).
 
+The model runs in one precision, or (an export for a batching server,
+`maps_by_batch_size`) in float32 below a batch size and bfloat16 from it,
+both traces reading the same variables.
+
 The module also holds `input_size` (int32 [H, W]), `resize_mode`,
 `output_mode` and `precision` (tf.string) as non-trainable variables, readable after
 ``tf.saved_model.load(path)``, and one function that is not a signature (TF
@@ -73,10 +77,14 @@ class SaliencyModule(tf.Module):
         max_image_pixels: pixel limit of one encoded image, checked from its
             header in the graph; None = `image_files.max_image_pixels()`,
             0 = no limit.
-        precision: the compute precision `model` runs in (recorded).
+        precision: the compute precision `model` runs in (recorded), e.g.
+            "float32" or "float32 below batch 4, bfloat16 from 4".
+        model_maps: `model` already traced (`trace_model_maps`,
+            `maps_by_batch_size`); None traces it here as it is.
     """
 
-    def __init__(self, model, input_size, resize_mode, output_mode, max_image_pixels=None, precision="float32"):
+    def __init__(self, model, input_size, resize_mode, output_mode, max_image_pixels=None, precision="float32",
+                 model_maps=None):
         super().__init__(name="saliency_serving")
         # Saved: the model's variables as one flat list, not the Keras model
         # object. tf.saved_model.save walks every tracked object (thousands of
@@ -93,20 +101,20 @@ class SaliencyModule(tf.Module):
         self.resize_mode = tf.Variable(self._resize_mode, dtype=tf.string, trainable=False, name="resize_mode")
         self.output_mode = tf.Variable(self._output_mode, dtype=tf.string, trainable=False, name="output_mode")
         self.precision = tf.Variable(str(precision), dtype=tf.string, trainable=False, name="precision")
-        # Its input signature depends on the model size, so it is made here
-        # rather than by a decorator; as a tracked attribute it is saved. The
-        # model is traced here, once, into `_model_maps` (a concrete function,
-        # not saved as an attribute of its own), which both signatures and
-        # `predict_model_size` call: a tf.function holding the model would be
-        # traced again by tf.saved_model.save (the save context is part of
-        # tf.function's cache key) and inside each signature's trace, ~5 s a
-        # trace for NASNet + DenseNet. `predict_model_size` itself is a thin
-        # tf.function, so the loaded one still checks its input signature.
-        height, width = self._input_size
-        spec = tf.TensorSpec([None, height, width, 3], tf.float32, name=IMAGES)
-        self._model_maps = data_structures.NoDependency(
-            tf.function(self._model_frame_maps, input_signature=[spec]).get_concrete_function())
-        setattr(self, PREDICT_MODEL_SIZE, tf.function(self._call_model_maps, input_signature=[spec]))
+        # The model is traced once per precision, before or here
+        # (`trace_model_maps`), into `_model_maps`: a concrete function, not
+        # saved as an attribute of its own, that both signatures and
+        # `predict_model_size` call. A
+        # tf.function holding the model would be traced again by
+        # tf.saved_model.save (the save context is part of tf.function's cache
+        # key) and inside each signature's trace, ~5 s a trace for NASNet +
+        # DenseNet. `predict_model_size` itself is a thin tf.function, so the
+        # loaded one still checks its input signature.
+        if model_maps is None:
+            model_maps = trace_model_maps(model, self._input_size)
+        self._model_maps = data_structures.NoDependency(model_maps)
+        setattr(self, PREDICT_MODEL_SIZE,
+                tf.function(self._call_model_maps, input_signature=[model_size_spec(self._input_size)]))
 
     @property
     def model(self):
@@ -155,12 +163,8 @@ class SaliencyModule(tf.Module):
     def _call_model_maps(self, images):
         return self._model_maps(images)
 
-    def _model_frame_maps(self, images):
-        """float32 model-size images (B, H, W, 3) → (B, H, W, 1) maps in the output mode."""
-        return tf.cast(self.model(images, training=False), tf.float32)
-
     def _predict(self, model_inputs, sizes):
-        # The model's one traced graph (see __init__), not `_model_frame_maps`.
+        # The model's one traced graph (see __init__).
         maps = self._model_maps(model_inputs)
         largest = tf.reduce_max(sizes, axis=0)
 
@@ -181,6 +185,52 @@ class SaliencyModule(tf.Module):
             SERVING_DEFAULT: self.serve_image_bytes.get_concrete_function(),
             PREDICT_IMAGES: self.serve_images.get_concrete_function(),
         }
+
+
+def model_size_spec(input_size):
+    """The TensorSpec of float32 model-size images, (B, H, W, 3)."""
+    height, width = (int(v) for v in input_size)
+    return tf.TensorSpec([None, height, width, 3], tf.float32, name=IMAGES)
+
+
+def trace_model_maps(model, input_size, precision=None):
+    """`model` traced into a concrete function: float32 model-size images → float32 (B, H, W, 1) maps.
+
+    Args:
+        model: the Keras model (float32 RGB 0-255 in, maps in its output mode out).
+        input_size: (H, W) it takes.
+        precision: None traces `model` as its layers' policies are; "float32"
+            or "bfloat16" traces it under that policy, set on its layers for
+            the trace only (`predictor.compute_precision`): the function
+            computes in that precision with `model`'s own float32 variables.
+    """
+    from keras_emlnet.inference.predictor import compute_precision
+
+    function = tf.function(lambda images: _model_frame_maps(model, images),
+                           input_signature=[model_size_spec(input_size)])
+    if precision is None:
+        return function.get_concrete_function()
+    with compute_precision(model, precision):
+        return function.get_concrete_function()
+
+
+def maps_by_batch_size(small_batch_maps, large_batch_maps, from_batch, input_size):
+    """A concrete function running `large_batch_maps` on batches of >= `from_batch` images, else `small_batch_maps`.
+
+    Both are concrete functions of the same signature (`trace_model_maps`),
+    e.g. one model traced in float32 and in bfloat16 over the same variables:
+    one SavedModel, each batch in the precision measured faster at its size.
+    """
+    def maps(images):
+        return tf.cond(tf.shape(images)[0] >= from_batch,
+                       lambda: large_batch_maps(images), lambda: small_batch_maps(images))
+
+    return tf.function(maps, input_signature=[model_size_spec(input_size)], autograph=False).get_concrete_function()
+
+
+def _model_frame_maps(model, images):
+    """float32 model-size images (B, H, W, 3) → (B, H, W, 1) maps in the output mode."""
+    return tf.cast(model(images, training=False), tf.float32)
 
 
 def _check_pixels(encoded, limit):

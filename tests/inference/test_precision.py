@@ -206,3 +206,69 @@ def test_a_remembered_choice_builds_and_traces_only_the_winner(monkeypatch, tmp_
     assert again.precision == measured.precision and again.reason.startswith("auto: cached in ")
     conv = chosen.extractor.get_layer("tiny_a_features").get_layer("tiny_a_conv2")
     assert conv.compute_dtype == measured.precision and conv.use_bias  # folded, in the remembered precision
+
+
+def _by_batch_measure(bfloat16_from, calls):
+    """Seconds per image where bfloat16 is faster exactly from `bfloat16_from` images on."""
+    def measure(name, batch_size):
+        calls.append((name, batch_size))
+        faster = batch_size >= bfloat16_from
+        return {"float32": 1.0, "bfloat16": 0.5 if faster else 2.0}[name]
+    return measure
+
+
+@pytest.mark.parametrize("max_batch_size, bfloat16_from, measured", [
+    (8, 4, {1, 2, 4, 8}),
+    (16, 4, {1, 2, 4, 16}),  # bisected: 8 is never timed
+    (16, 16, {1, 4, 8, 16}),
+    (6, 5, {1, 2, 4, 6}),  # a largest size that is no power of two
+    (8, 2, {1, 2, 8}),
+])
+def test_by_batch_finds_the_smallest_batch_where_bfloat16_wins(max_batch_size, bfloat16_from, measured):
+    calls = []
+    choice = precision.choose_precision_by_batch(_by_batch_measure(bfloat16_from, calls), max_batch_size)
+    expected_from = 6 if bfloat16_from == 5 else bfloat16_from  # 1, 2, 4 and 6 are the candidates
+    assert (choice.precision, choice.bfloat16_from_batch) == ("float32", expected_from)
+    assert {batch for _, batch in calls} == measured
+    assert choice.description == f"float32 below batch {expected_from}, bfloat16 from {expected_from}"
+    assert "batch 1: auto: measured faster (float32 1 s/image, bfloat16 2 s/image)" in choice.reason
+    assert str(choice).startswith(choice.description + " (")
+
+
+def test_by_batch_without_a_crossover_is_one_precision(monkeypatch):
+    calls = []
+    everywhere = precision.choose_precision_by_batch(_by_batch_measure(1, calls), 8)
+    assert (everywhere.precision, everywhere.bfloat16_from_batch) == ("bfloat16", None)
+    assert everywhere.description == "bfloat16" and {batch for _, batch in calls} == {1, 8}
+    nowhere = precision.choose_precision_by_batch(_by_batch_measure(99, []), 8)
+    assert (nowhere.precision, nowhere.bfloat16_from_batch) == ("float32", None)
+    assert "batch 8: auto: measured faster" in nowhere.reason
+    # bfloat16 ahead only at batch 1: the exact precision throughout
+    def backwards(name, batch_size):
+        return {"float32": 1.0, "bfloat16": 0.5 if batch_size == 1 else 2.0}[name]
+    odd = precision.choose_precision_by_batch(backwards, 8)
+    assert (odd.precision, odd.bfloat16_from_batch) == ("float32", None) and "not at 8" in odd.reason
+    single = precision.choose_precision_by_batch(_by_batch_measure(4, []), 1)
+    assert single.precision == "float32" and single.reason.startswith("auto: measured faster")
+    monkeypatch.setenv(precision.AUTO_ENV, "float32")  # the pin wins at every size
+    pinned = precision.choose_precision_by_batch(_by_batch_measure(4, calls := []), 8)
+    assert (pinned.precision, pinned.bfloat16_from_batch, calls) == ("float32", None, [])
+    with pytest.raises(ValueError, match="max_batch_size"):
+        precision.choose_precision_by_batch(_by_batch_measure(4, []), 0)
+
+
+def test_by_batch_remembers_each_batch_size(tmp_path):
+    cache = str(tmp_path / "auto_precision.json")
+    calls = []
+
+    def key(batch_size):
+        return {"cpu": "test", "model": "abc", "input_size": [96, 128], "batch_size": batch_size}
+
+    first = precision.choose_precision_by_batch(_by_batch_measure(4, calls), 8, cache_key_for=key,
+                                                cache_path=cache)
+    measured = len(calls)
+    second = precision.choose_precision_by_batch(_by_batch_measure(4, calls), 8, cache_key_for=key,
+                                                 cache_path=cache)
+    assert len(calls) == measured  # every size came from the cache
+    assert second.bfloat16_from_batch == first.bfloat16_from_batch == 4
+    assert "cached in" in second.reason

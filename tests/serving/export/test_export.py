@@ -169,15 +169,15 @@ def test_parity_check_catches_a_mismatch(cli_export, monkeypatch):
 
     def references_off_by_one_percent(model, images):
         # A Keras model whose maps disagree with the export by 1 % of their peak.
-        references, batch, want = real_references(model, images)
-        return [m + 0.01 * m.max() for m in references], batch, want
+        references, *rest = real_references(model, images)
+        return ([m + 0.01 * m.max() for m in references], *rest)
 
     monkeypatch.setattr(export_checks, "_references", references_off_by_one_percent)
     images = export_checks.representative_images((32, 48))
     with pytest.raises(export_checks.ExportParityError, match="differs from the Keras model"):
         export_checks.check_parity(cli_export.version_dir, cli_export.model, images, tolerance=1e-3)
     # The batched references are predict_map's maps, image by image.
-    references, _, _ = real_references(cli_export.model, images)
+    references, *_ = real_references(cli_export.model, images)
     for image, reference in zip(images, references):
         np.testing.assert_allclose(reference, export_checks.reference_map(cli_export.model, image),
                                    rtol=1e-5, atol=1e-6)
@@ -246,13 +246,13 @@ def test_the_model_is_traced_once_and_its_captures_are_not_logged(cli_export, tm
     from serving.export.export import ExportConfig, export_saliency_model
 
     traces = []
-    real = saliency_module.SaliencyModule._model_frame_maps
+    real = saliency_module._model_frame_maps
 
-    def counting(self, images):
+    def counting(model, images):
         traces.append(images.shape)  # Python runs only while TensorFlow traces
-        return real(self, images)
+        return real(model, images)
 
-    monkeypatch.setattr(saliency_module.SaliencyModule, "_model_frame_maps", counting)
+    monkeypatch.setattr(saliency_module, "_model_frame_maps", counting)
     config = ExportConfig(model="<in memory>", export_base=str(tmp_path), version=1, precision="float32")
     with caplog.at_level("INFO", logger="tensorflow"):
         version_dir, record = export_saliency_model(cli_export.model, config)
@@ -260,3 +260,107 @@ def test_the_model_is_traced_once_and_its_captures_are_not_logged(cli_export, tm
     assert record["parity"]["max_relative_diff"] <= config.parity_tolerance
     assert not [r for r in caplog.records if "unsupported characters" in r.getMessage()]
     assert record["signatures"]["serving_default"]["inputs"] == {"image_bytes": {"dtype": "DT_STRING", "shape": [-1]}}
+
+
+def _saved_variable_names(version_dir):
+    import tensorflow as tf
+
+    return sorted(name for name, _ in tf.train.list_variables(os.path.join(version_dir, "variables", "variables")))
+
+
+@pytest.fixture
+def measured_auto(monkeypatch):
+    """`auto` measuring as on a Zen 4 CPU, with timings scripted: bfloat16 wins from batch 2 on."""
+    from keras_emlnet.inference import precision
+    from serving.export import export as export_lib
+
+    monkeypatch.delenv(precision.AUTO_ENV, raising=False)
+    monkeypatch.setenv(precision.CACHE_ENV, "")
+    monkeypatch.setattr(precision, "needs_measurement", lambda: True)
+    timed = []
+    real_timer = export_lib._timer
+
+    def scripted_timer(model_maps, input_size):
+        timer = real_timer(model_maps, input_size, rounds=1)
+
+        def measure(name, batch_size):
+            seconds = timer(name, batch_size)  # the real traces really run
+            assert 0 < seconds < 60
+            timed.append((name, batch_size))
+            return {"float32": 1.0, "bfloat16": 0.5 if batch_size >= 2 else 2.0}[name]
+        return measure
+
+    monkeypatch.setattr(export_lib, "_timer", scripted_timer)
+    return timed
+
+
+def test_auto_runs_batches_from_the_measured_crossover_in_bfloat16(measured_auto, tmp_path):
+    import tensorflow as tf
+
+    from serving.export.export import ExportConfig, export_saliency_model
+
+    model = helpers.tiny_model()
+    config = ExportConfig(model="<in memory>", export_base=str(tmp_path / "auto"), version=1, max_batch_size=4)
+    version_dir, record = export_saliency_model(model, config)
+    assert {batch for _, batch in measured_auto} == {1, 2, 4}
+    assert record["precision"] == "float32 below batch 2, bfloat16 from 2"
+    assert (record["bfloat16_from_batch"], record["max_batch_size"]) == (2, 4)
+    assert record["warmup_requests"] == 1 + 3 + 1  # plus one batch of 2 that warms the bfloat16 trace
+    by_batch = record["parity"]["max_relative_diff_by_batch"]
+    assert set(by_batch) == {"1", "2", "3"}  # both sides of the crossover were checked
+    assert by_batch["1"] <= config.parity_tolerance < by_batch["2"] <= record["parity"]["reduced_tolerance"]
+
+    loaded = tf.saved_model.load(version_dir)
+    assert loaded.precision.numpy().decode() == record["precision"]
+    image = np.random.default_rng(3).uniform(0, 255, (1, *model.input_size, 3)).astype(np.float32)
+    want = np.asarray(model(image, training=False))
+    one = loaded.predict_model_size(tf.constant(image)).numpy()
+    two = loaded.predict_model_size(tf.constant(np.repeat(image, 2, axis=0))).numpy()
+    np.testing.assert_allclose(one, want, rtol=1e-5, atol=1e-6)  # batch 1: float32
+    assert np.max(np.abs(two[0] - want[0])) > 1e-4  # batch 2: bfloat16 really ran
+    assert np.corrcoef(two[0].ravel(), want[0].ravel())[0, 1] > 0.99
+    np.testing.assert_array_equal(two[0], two[1])
+    # Both traces read the same variables: no second copy of the weights is saved.
+    float32_dir, float32_record = export_saliency_model(model, ExportConfig(
+        model="<in memory>", export_base=str(tmp_path / "float32"), version=1, precision="float32"))
+    assert float32_record["bfloat16_from_batch"] is None and float32_record["warmup_requests"] == 4
+    assert _saved_variable_names(version_dir) == _saved_variable_names(float32_dir)
+    # The Keras model it was given still computes in float32.
+    assert {layer.dtype_policy.name for layer in model._flatten_layers(include_self=True, recursive=True)} == \
+        {"float32"}
+    np.testing.assert_array_equal(np.asarray(model(image, training=False)), want)
+
+
+def test_bfloat16_exports_are_checked_against_the_float32_model(tmp_path):
+    import tensorflow as tf
+
+    from serving.export.export import REDUCED_PARITY_TOLERANCE, ExportConfig, export_saliency_model
+
+    model = helpers.tiny_model()
+    config = ExportConfig(model="<in memory>", export_base=str(tmp_path), version=1, precision="bfloat16")
+    version_dir, record = export_saliency_model(model, config)
+    assert (record["precision"], record["bfloat16_from_batch"], record["precision_reason"]) == \
+        ("bfloat16", 1, "requested")
+    assert 1e-4 < record["parity"]["max_relative_diff"] <= REDUCED_PARITY_TOLERANCE
+    image = np.random.default_rng(4).uniform(0, 255, (1, *model.input_size, 3)).astype(np.float32)
+    loaded = tf.saved_model.load(version_dir)  # held: its functions need its variables alive
+    got = loaded.predict_model_size(tf.constant(image)).numpy()
+    want = np.asarray(model(image, training=False))
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99 and not np.allclose(got, want, atol=1e-4)
+    assert model.get_layer("tiny_emlnet_decoder").compute_dtype == "float32"
+
+
+def test_by_batch_maps_switch_at_the_crossover():
+    import tensorflow as tf
+
+    from serving.export import saliency_module
+
+    spec_size = (2, 3)
+    small = tf.function(lambda images: images[..., :1] * 0.0 + 1.0,
+                        input_signature=[saliency_module.model_size_spec(spec_size)]).get_concrete_function()
+    large = tf.function(lambda images: images[..., :1] * 0.0 + 2.0,
+                        input_signature=[saliency_module.model_size_spec(spec_size)]).get_concrete_function()
+    maps = saliency_module.maps_by_batch_size(small, large, 3, spec_size)
+    for batch_size, value in [(1, 1.0), (2, 1.0), (3, 2.0), (5, 2.0)]:
+        got = maps(tf.zeros((batch_size, *spec_size, 3))).numpy()
+        assert got.shape == (batch_size, *spec_size, 1) and np.all(got == value), batch_size
