@@ -253,16 +253,27 @@ def choose_inference_model(model, precision=AUTO, *, fold_batch_norms=True, batc
                   "bfloat16": set_compute_precision(folding.fold_batch_norms(model, copy=True), "bfloat16")}
     images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch_size, *input_size, 3)).astype(np.float32))
     functions = {name: make_function(m, name) for name, m in candidates.items()}
+    seconds = seconds_per_image(functions, images)
+    choice = choose_precision(AUTO, measure=seconds.get, cache_key=cache_key)
+    return candidates[choice.precision], choice, functions[choice.precision]
+
+
+def seconds_per_image(functions, images, rounds=3):
+    """{name: median seconds per image} of each function called on `images`.
+
+    One untimed call each first (tracing, oneDNN primitive creation), then
+    `rounds` calls alternating between the functions, so load from other
+    processes hits them alike.
+    """
     for function in functions.values():
         np.asarray(function(images))
     times = {name: [] for name in functions}
-    for _ in range(3):
+    for _ in range(rounds):
         for name, function in functions.items():
             start = time.perf_counter()
             np.asarray(function(images))
-            times[name].append((time.perf_counter() - start) / batch_size)
-    choice = choose_precision(AUTO, measure=lambda name: float(np.median(times[name])), cache_key=cache_key)
-    return candidates[choice.precision], choice, functions[choice.precision]
+            times[name].append((time.perf_counter() - start) / len(images))
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def _keras_predictor(source, model, precision, fold_batch_norms=True):

@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 
 from keras_emlnet import atomic_files
 from keras_emlnet.atomic_files import write_json_atomic
@@ -251,12 +250,13 @@ def _serving_module(model, config, input_size, resize_mode, output_mode):
 def _timer(model_maps, input_size, rounds=3):
     """measure(precision, batch_size) -> seconds per image of `model_maps(precision)`.
 
-    Both precisions are timed together on the first request for a batch size,
-    on the same seeded random images: one untimed call each (oneDNN builds its
-    primitives), then `rounds` alternating calls; the median per image.
+    Both precisions are timed together (`predictor.seconds_per_image`) on the
+    first request for a batch size, on the same seeded random images.
     """
     import numpy as np
     import tensorflow as tf
+
+    from keras_emlnet.inference.predictor import seconds_per_image
 
     timings = {}
 
@@ -265,15 +265,7 @@ def _timer(model_maps, input_size, rounds=3):
             images = tf.constant(np.random.default_rng(batch_size).uniform(
                 0, 255, (batch_size, *input_size, 3)).astype(np.float32))
             functions = {name: model_maps(name) for name in ("float32", "bfloat16")}
-            seconds = {name: [] for name in functions}
-            for function in functions.values():
-                np.asarray(function(images))
-            for _ in range(rounds):
-                for name, function in functions.items():
-                    start = time.perf_counter()
-                    np.asarray(function(images))
-                    seconds[name].append((time.perf_counter() - start) / batch_size)
-            timings[batch_size] = {name: float(np.median(values)) for name, values in seconds.items()}
+            timings[batch_size] = seconds_per_image(functions, images, rounds)
         return timings[batch_size][precision]
 
     return measure
