@@ -28,6 +28,7 @@ from absl import app, flags, logging
 
 from keras_emlnet import cli
 
+import batch_norm_statistics
 import fresh_process
 
 flags.DEFINE_list("backbones", ["nasnet", "densenet161"], "Encoder backbones (registry names), or 'tiny' "
@@ -68,28 +69,8 @@ def build_model(backbones, input_size):
 
         encoders = [build_encoder(name, weights=None, input_size=input_size, seed=_SEED) for name in backbones]
     model = build_emlnet(encoders, output_mode="minmax")
-    _trained_looking_batch_norms(model)
+    batch_norm_statistics.assign_to_keras(model)  # not fresh ones: they fold into biases Grappler deletes
     return model
-
-
-def _trained_looking_batch_norms(model):
-    """Seeded BatchNorm statistics like a trained model's (as `peer_pytorch.py` gives both sides).
-
-    Fresh BatchNorms (gamma 1, beta 0, mean 0, variance 1) fold into exactly-zero
-    biases that Grappler deletes, which would time a graph no trained model has.
-    """
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(17)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.moving_mean.shape[0]
-            values = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0, 0.1, channels),
-                      "moving_mean": rng.normal(0, 0.1, channels), "moving_variance": rng.uniform(0.5, 1.5, channels)}
-            for name, value in values.items():
-                if getattr(layer, name, None) is not None:
-                    getattr(layer, name).assign(value.astype(np.float32))
 
 
 def measure(config):

@@ -17,7 +17,7 @@ best PyTorch, the CPU features and the load average.
 The two sides run the same architecture on the same images with random
 weights of their own (the weights are not transferred), and every BatchNorm
 gets seeded trained-looking statistics of the same distribution on both sides
-(`_batch_norm_statistics`; fresh ones fold into zero biases that TensorFlow
+(`batch_norm_statistics.py`; fresh ones fold into zero biases that TensorFlow
 deletes, which would flatter ours); outputs are not compared here;
 `tests/models` checks the Keras backbones against PyTorch forwards where
 weights are converted (DenseNet-161, ResNet-50; not NASNet, which has no
@@ -53,7 +53,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 from absl import app, flags
+
+import batch_norm_statistics
 
 flags.DEFINE_enum("worker", None, ["ours", "torch"], "Internal: run as that worker process.")
 flags.DEFINE_string("configs", "nasnet+densenet161,resnet50x2", "Configurations to time (comma separated).")
@@ -100,15 +103,7 @@ def ours_worker(config, input_size, batches):
         prefix = name if backbones.index(name) == i else f"{name}_b"
         encoders.append(build_encoder(name, weights=None, input_size=input_size, prefix=prefix, seed=i))
     model = build_emlnet(encoders, output_mode="minmax")
-    import keras as _keras
-
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, _keras.layers.BatchNormalization):
-            statistics = _batch_norm_statistics(layer.moving_mean.shape[0])
-            for name, value in statistics.items():
-                variable = getattr(layer, name, None)
-                if variable is not None:
-                    variable.assign(value)
+    batch_norm_statistics.assign_to_keras(model)
     runnables = {
         "float32": inference_model(model, "float32")[0],
         # a folded copy sharing no layer, so the float32 one stays float32
@@ -168,10 +163,11 @@ def torch_worker(config, input_size, batches, compile_model):
             return (fused - low) / (high - low + 1e-7)
 
     nchw = EMLNetTorch().eval()
+    rng = np.random.default_rng(batch_norm_statistics.SEED)
     with torch.no_grad():
         for module in nchw.modules():
             if isinstance(module, nn.BatchNorm2d):
-                statistics = _batch_norm_statistics(module.num_features)
+                statistics = batch_norm_statistics.draw(module.num_features, rng)
                 for name, attribute in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
                                         ("moving_variance", "running_var")):
                     getattr(module, attribute).copy_(torch.from_numpy(statistics[name]))
@@ -230,32 +226,7 @@ def _stub_torchvision():
     sys.meta_path.insert(0, Stub())
 
 
-_BATCH_NORM_RNG = []
-
-
-def _batch_norm_statistics(channels):
-    """Seeded trained-looking BatchNorm statistics, the same distribution on both sides.
-
-    Fresh BatchNorm layers (gamma 1, beta 0, mean 0, variance 1) fold into zero
-    biases, which TensorFlow's graph optimizer then deletes: that would time a
-    graph no trained model has.
-    """
-    import numpy as np
-
-    if not _BATCH_NORM_RNG:
-        _BATCH_NORM_RNG.append(np.random.default_rng(17))
-    rng = _BATCH_NORM_RNG[0]
-    return {
-        "gamma": rng.uniform(0.5, 1.5, channels).astype(np.float32),
-        "beta": rng.normal(0, 0.1, channels).astype(np.float32),
-        "moving_mean": rng.normal(0, 0.1, channels).astype(np.float32),
-        "moving_variance": rng.uniform(0.5, 1.5, channels).astype(np.float32),
-    }
-
-
 def _images(batch, input_size):
-    import numpy as np
-
     rng = np.random.default_rng(batch)
     return rng.uniform(0, 255, size=(batch, *input_size, 3)).astype(np.float32)
 
